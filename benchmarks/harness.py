@@ -1,0 +1,125 @@
+"""Timing: warm-up, calibration, repetitions, and the statistics reported.
+
+A :class:`Timer` wraps one :class:`~benchmarks.common.Operation`. ``warm_up()`` runs it
+for ``Settings.warmup_s`` (at least twice) and picks how many calls one repetition
+makes so that a repetition lasts about ``Settings.target_s``. ``repetition()`` then
+times that many calls with :func:`time.perf_counter_ns`. The runner interleaves the
+repetitions of all implementations of a case (A B C A B C ...) so that a slow drift of
+the machine or the database touches every column alike.
+
+Figures are per operation: the time of a repetition divided by the operations it did
+(``calls * ops_per_call``). The reported figure is the median over repetitions,
+with the minimum, maximum and interquartile range beside it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+from benchmarks.common import Operation
+
+__all__ = ["Settings", "Stats", "Timer"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long to measure. ``quick()`` trades precision for a run well under a minute."""
+
+    repeat: int = 7
+    target_s: float = 0.2
+    warmup_s: float = 0.1
+    max_calls_per_rep: int = 200_000
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(repeat=3, target_s=0.012, warmup_s=0.006)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Per-operation figures in microseconds over ``reps`` repetitions."""
+
+    median_us: float
+    min_us: float
+    max_us: float
+    q1_us: float
+    q3_us: float
+    reps: int
+    calls_per_rep: int
+    ops_per_call: int
+
+    @property
+    def ops_per_s(self) -> float:
+        return 1e6 / self.median_us if self.median_us > 0 else float("inf")
+
+    @classmethod
+    def of(cls, per_op_us: list[float], calls: int, ops_per_call: int) -> Stats:
+        data = sorted(per_op_us)
+        if len(data) >= 2:
+            q1, _, q3 = statistics.quantiles(data, n=4, method="inclusive")
+        else:
+            q1 = q3 = data[0]
+        return cls(
+            median_us=statistics.median(data),
+            min_us=data[0],
+            max_us=data[-1],
+            q1_us=q1,
+            q3_us=q3,
+            reps=len(data),
+            calls_per_rep=calls,
+            ops_per_call=ops_per_call,
+        )
+
+    def as_dict(self) -> dict[str, float | int]:
+        d: dict[str, float | int] = asdict(self)
+        d["ops_per_s"] = self.ops_per_s
+        return d
+
+
+class Timer:
+    """Times one operation; see the module docstring for the procedure."""
+
+    def __init__(self, op: Operation, settings: Settings) -> None:
+        self.op = op
+        self.settings = settings
+        self.calls_per_rep = 1
+        self.calls_done = 0
+        self._per_op_us: list[float] = []
+
+    async def warm_up(self) -> None:
+        fn = self.op.fn
+        s = self.settings
+        budget = self.op.max_calls
+        calls = 0
+        start = time.perf_counter_ns()
+        deadline = start + int(s.warmup_s * 1e9)
+        while True:
+            await fn()
+            calls += 1
+            now = time.perf_counter_ns()
+            if calls >= 2 and now >= deadline:
+                break
+            if budget is not None and calls >= max(2, budget // 10):
+                break
+        per_call_s = (now - start) / 1e9 / calls
+        self.calls_done = calls
+        n = max(1, min(s.max_calls_per_rep, round(s.target_s / per_call_s)))
+        if budget is not None:
+            # e.g. the cache-miss case: never read an id twice.
+            n = max(1, min(n, (budget - calls) // s.repeat))
+        self.calls_per_rep = n
+
+    async def repetition(self) -> None:
+        fn = self.op.fn
+        n = self.calls_per_rep
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            await fn()
+        elapsed = time.perf_counter_ns() - start
+        self.calls_done += n
+        self._per_op_us.append(elapsed / 1e3 / (n * self.op.ops_per_call))
+
+    def stats(self) -> Stats:
+        return Stats.of(self._per_op_us, self.calls_per_rep, self.op.ops_per_call)

@@ -1,0 +1,148 @@
+"""The audit table, audit records and the audit-log query.
+
+A write's audit row is inserted by the session in the write's own transaction,
+so a rolled-back write leaves no audit row and a committed one always has one.
+Denied and failed attempts are recorded on their own (there is no write to
+share a transaction with).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import decimal
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from .entity import metadata
+from .errors import ValidationError
+from .fieldtypes import UTCDateTime
+
+__all__ = [
+    "AUDIT_COLUMNS",
+    "AuditRecord",
+    "audit_query",
+    "audit_table",
+    "insert_plan",
+    "jsonable",
+]
+
+OUTCOMES = ("ok", "denied", "error")
+
+#: ``dbnexus_audit``: one row per write (and per denied or failed attempt).
+audit_table = sa.Table(
+    "dbnexus_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("ts", UTCDateTime(), nullable=False),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("domain", sa.String(255), nullable=True),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("table_name", sa.String(255), nullable=False),
+    sa.Column("record_id", sa.String(255), nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("changes", sa.JSON(), nullable=True),
+    sa.Column("tags", sa.JSON(), nullable=True),
+    sa.Index("ix_dbnexus_audit_table_ts", "table_name", "ts"),
+    sa.Index("ix_dbnexus_audit_user_ts", "user_id", "ts"),
+)
+
+#: column order of audit rows as the session builds them (id is generated)
+AUDIT_COLUMNS = ("ts", "user_id", "domain", "action", "table_name", "record_id", "outcome",
+                 "changes", "tags")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One row of the audit log, as returned by ``pool.audit_log()``."""
+
+    id: int
+    ts: dt.datetime
+    user_id: str
+    domain: str | None
+    action: str
+    table_name: str
+    record_id: str | None
+    outcome: str
+    changes: Any
+    tags: list[str]
+    shard: str | None = None
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-friendly form of a column value for the ``changes`` column."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return repr(value)
+
+
+def record_id_text(value: Any) -> str | None:
+    """Primary keys of any type are kept as text."""
+    return None if value is None else str(value)
+
+
+def audit_query(
+    *,
+    user_id: str | None = None,
+    table: str | None = None,
+    action: str | None = None,
+    outcome: str | None = None,
+    record_id: Any = None,
+    since: dt.datetime | None = None,
+    limit: int | None = 100,
+) -> sa.Select[Any]:
+    """SELECT audit rows matching the filters, newest first."""
+    t = audit_table
+    stmt = sa.select(*t.c)
+    for col, value in (("user_id", user_id), ("table_name", table), ("action", action),
+                       ("outcome", outcome)):
+        if value is not None:
+            if not isinstance(value, str):
+                raise ValidationError(f"audit_log {col} must be a str, got {value!r}")
+            stmt = stmt.where(t.c[col] == value)
+    if outcome is not None and outcome not in OUTCOMES:
+        raise ValidationError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+    if record_id is not None:
+        stmt = stmt.where(t.c.record_id == str(record_id))
+    if since is not None:
+        if not isinstance(since, dt.datetime):
+            raise ValidationError(f"since must be a datetime, got {since!r}")
+        stmt = stmt.where(t.c.ts >= since)
+    if limit is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise ValidationError(f"limit must be a non-negative int, got {limit!r}")
+        stmt = stmt.limit(limit)
+    return stmt.order_by(t.c.ts.desc(), t.c.id.desc())
+
+
+def insert_plan(compiler: Any) -> Any:
+    """The compiled single-row audit INSERT for a :class:`~dbnexus.statements.Compiler`."""
+    return compiler.cached(("audit_insert",), lambda: sa.insert(audit_table).values({
+        c: sa.bindparam(f"p{i}", type_=audit_table.c[c].type)
+        for i, c in enumerate(AUDIT_COLUMNS)
+    }))
+
+
+def to_record(row: Sequence[Any] | Any, shard: str | None = None) -> AuditRecord:
+    """An :class:`AuditRecord` from a row of :func:`audit_query`."""
+    m = row._mapping
+    return AuditRecord(
+        id=m["id"], ts=m["ts"], user_id=m["user_id"], domain=m["domain"], action=m["action"],
+        table_name=m["table_name"], record_id=m["record_id"], outcome=m["outcome"],
+        changes=m["changes"], tags=list(m["tags"] or []), shard=shard,
+    )

@@ -1,0 +1,242 @@
+"""One database: its SQLAlchemy engine, pool, driver adapter and statement compiler.
+
+SQLAlchemy owns connections (pooling, recycling, dialect initialisation, DDL);
+operations borrow the raw driver connection from its pool and run compiled SQL
+on it through :mod:`dbnexus.backends`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
+
+from .backends import Driver, driver_for
+from .config import PoolSettings, parse_url
+from .errors import ConfigError, DatabaseError, DbNexusError, PoolTimeout
+from .statements import Compiler
+
+__all__ = ["Connection", "Database"]
+
+log = logging.getLogger(__name__)
+
+_READY = "dbnexus_ready"
+_CHECKIN = "dbnexus_checkin"
+
+
+class Connection:
+    """A connection borrowed from a :class:`Database`'s pool."""
+
+    __slots__ = ("db", "fairy", "raw")
+
+    def __init__(self, db: Database, fairy: Any) -> None:
+        self.db = db
+        self.fairy = fairy
+        self.raw = fairy.driver_connection
+
+
+class Database:
+    """An engine plus what dbnexus needs to run SQL on it fast."""
+
+    def __init__(self, name: str, engine: AsyncEngine, driver: Driver,
+                 settings: PoolSettings, memory: bool) -> None:
+        self.name = name
+        self.engine = engine
+        self.driver = driver
+        self.settings = settings
+        self.dialect = engine.dialect
+        self.compiler = Compiler(engine.dialect)
+        self._pool = engine.sync_engine.pool
+        # one in-memory SQLite connection is shared by everyone: take turns
+        self._serial = asyncio.Lock() if memory else None
+        self._in_use = 0
+        self.max_params = _max_params(engine.dialect)
+
+    def max_rows(self, width: int) -> int:
+        """How many rows of ``width`` values one multi-row statement may carry."""
+        return max(1, min(1000, self.max_params // max(1, width)))
+
+    @classmethod
+    async def open(cls, name: str, url: Any, settings: PoolSettings, *,
+                   echo: bool = False) -> Database:
+        """Create the engine, check the server answers, and warm up the pool."""
+        parsed = parse_url(url)
+        backend = parsed.get_backend_name()
+        memory = backend == "sqlite" and parsed.database in (None, "", ":memory:")
+        kwargs: dict[str, Any] = {"echo": echo, "pool_reset_on_return": None}
+        connect_args: dict[str, Any] = {}
+        if backend == "postgresql":
+            connect_args["timeout"] = settings.connect_timeout
+        elif backend == "mysql":
+            connect_args["connect_timeout"] = int(max(1, settings.connect_timeout))
+        elif backend == "sqlite":
+            # sqlite3's timeout is how long a writer waits for the file lock
+            connect_args["timeout"] = settings.acquire_timeout
+        if not memory:
+            kwargs.update(
+                pool_size=settings.max_connections,
+                max_overflow=0,
+                pool_timeout=settings.acquire_timeout,
+                pool_recycle=settings.max_lifetime or -1,
+            )
+        engine = create_async_engine(parsed, connect_args=connect_args, **kwargs)
+        _install_pool_events(engine, settings, wal=backend == "sqlite" and not memory)
+        db = cls(name, engine, driver_for(parsed.get_driver_name()), settings, memory)
+        try:
+            # the first connect initialises the dialect (server version, RETURNING support)
+            async with engine.connect():
+                pass
+            await db._prefill(settings.min_connections)
+        except BaseException as exc:
+            await engine.dispose()
+            if isinstance(exc, DbNexusError):
+                raise
+            if isinstance(exc, Exception):
+                raise DatabaseError(
+                    f"cannot connect to database {name!r} "
+                    f"({parsed.render_as_string(hide_password=True)}): {exc}", exc
+                ) from exc
+            raise
+        return db
+
+    async def _prefill(self, n: int) -> None:
+        conns = [await self.acquire() for _ in range(min(n, 1 if self._serial else n))]
+        for c in conns:
+            await self.release(c)
+
+    @property
+    def in_use(self) -> int:
+        """Connections currently borrowed by operations."""
+        return self._in_use
+
+    @property
+    def pool_size(self) -> int:
+        """Connections currently open (idle or in use)."""
+        pool = self._pool
+        checkedin = getattr(pool, "checkedin", None)
+        if checkedin is None:
+            return self._in_use
+        return pool.checkedin() + pool.checkedout()
+
+    async def acquire(self) -> Connection:
+        """Borrow a connection, waiting at most ``acquire_timeout`` seconds."""
+        if self._serial is not None:
+            try:
+                await asyncio.wait_for(self._serial.acquire(), self.settings.acquire_timeout)
+            except TimeoutError:
+                raise self._timeout() from None
+        try:
+            fairy = await greenlet_spawn(self._pool.connect)
+        except sa_exc.TimeoutError as exc:
+            self._unserial()
+            raise self._timeout() from exc
+        except BaseException as exc:
+            self._unserial()
+            if isinstance(exc, Exception):
+                raise self.translate(exc, "cannot connect") from exc
+            raise
+        conn = Connection(self, fairy)
+        self._in_use += 1
+        if not fairy.info.get(_READY):
+            try:
+                await self.driver.setup(conn.raw)
+            except BaseException:
+                await self.release(conn, discard=True)
+                raise
+            fairy.info[_READY] = True
+        return conn
+
+    async def release(self, conn: Connection, *, discard: bool = False) -> None:
+        """Return a connection; ``discard`` closes it instead (its state is unknown)."""
+        self._in_use -= 1
+        try:
+            await greenlet_spawn(conn.fairy.invalidate if discard else conn.fairy.close)
+        except Exception:
+            log.warning("error returning a connection of %s", self.name, exc_info=True)
+        finally:
+            self._unserial()
+
+    def _unserial(self) -> None:
+        if self._serial is not None and self._serial.locked():
+            self._serial.release()
+
+    def _timeout(self) -> PoolTimeout:
+        return PoolTimeout(
+            f"no connection to {self.name!r} became free within "
+            f"{self.settings.acquire_timeout}s (max_connections="
+            f"{self.settings.max_connections}); raise max_connections or acquire_timeout, "
+            "or hold connections for less time"
+        )
+
+    def translate(self, exc: BaseException, what: str = "error") -> DbNexusError:
+        """The dbnexus error for any exception raised while talking to this database."""
+        if isinstance(exc, DbNexusError):
+            return exc
+        err = self.driver.translate(exc)
+        if err is not None:
+            return err
+        return DatabaseError(f"{what} on database {self.name!r}: {exc!r}", exc)
+
+    async def run_sync(self, fn: Callable[[sa.Connection], Any]) -> Any:
+        """Run ``fn(sync_connection)`` in a transaction (DDL, reflection)."""
+        try:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(fn)
+        except sa_exc.SQLAlchemyError as exc:
+            raise DatabaseError(f"schema operation on {self.name!r} failed: {exc}", exc) from exc
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _install_pool_events(engine: AsyncEngine, settings: PoolSettings, *, wal: bool) -> None:
+    pool = engine.sync_engine.pool
+    idle = settings.idle_timeout
+
+    if wal:
+        @event.listens_for(engine.sync_engine, "connect")
+        def _wal(dbapi_conn: Any, record: Any) -> None:
+            # readers do not block the writer (and vice versa) in WAL mode
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.close()
+
+    if idle is None:
+        return
+
+    @event.listens_for(pool, "checkin")
+    def _checkin(dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_CHECKIN] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        last = record.info.get(_CHECKIN)
+        if last is not None and time.monotonic() - last > idle:
+            # the pool replaces a connection whose checkout raises DisconnectionError
+            raise sa_exc.DisconnectionError("idle for longer than idle_timeout")
+
+
+def _max_params(dialect: sa.Dialect) -> int:
+    if dialect.name == "sqlite":
+        import sqlite3
+
+        return 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+    if dialect.name == "postgresql":
+        return 32767
+    return 65535
+
+
+def check_name(name: str) -> str:
+    """Database (shard) names are used in metrics labels and messages."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"database name must be a non-empty string, got {name!r}")
+    return name

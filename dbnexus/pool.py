@@ -1,0 +1,237 @@
+"""``DbPool``: the engines and the services every session of an application shares."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+
+from .audit import AuditRecord, audit_query, audit_table, to_record
+from .cache import ResultCache
+from .config import PoolSettings
+from .database import Database
+from .entity import EntityInfo, entity_info, metadata
+from .errors import ConfigError
+from .metrics import Metrics, OpMetrics
+from .session import DbSession
+
+if TYPE_CHECKING:
+    from .permissions import Permissions
+
+__all__ = ["DbPool"]
+
+log = logging.getLogger(__name__)
+
+_NO_PERMISSIONS = (
+    "this pool has no permissions configured, so every operation is denied; pass "
+    "permissions=Permissions.from_files('model.conf', 'policy.csv') (or Permissions.from_text "
+    "/ Permissions.allow_all()) to DbPool.connect"
+)
+
+
+class DbPool:
+    """One per application: database engines plus permissions, cache, audit and metrics.
+
+    Open it with :meth:`connect`; take a :class:`~dbnexus.DbSession` per request
+    with :meth:`session`; close it with :meth:`close` (or ``async with``).
+    """
+
+    def __init__(self, databases: dict[str, Database], *, permissions: Permissions | None,
+                 cache: ResultCache, metrics: Metrics, audit_reads: bool) -> None:
+        self._dbs = databases
+        self._default = next(iter(databases.values()))
+        self._permissions = permissions
+        self._check = permissions.check if permissions is not None else _deny
+        self.cache = cache
+        self.metrics = metrics
+        self.audit_reads = audit_reads
+        self._ops: dict[tuple[str, str], OpMetrics] = {}
+        self._closed = False
+        self._has_listeners = False
+        metrics.add_gauge("dbnexus_pool_connections_in_use",
+                          "Connections currently borrowed by operations.",
+                          lambda: [((name,), db.in_use) for name, db in self._dbs.items()],
+                          ("database",))
+        metrics.add_gauge("dbnexus_pool_connections_open", "Connections currently open.",
+                          lambda: [((name,), db.pool_size) for name, db in self._dbs.items()],
+                          ("database",))
+        metrics.add_gauge("dbnexus_cache_entries", "Entries in the result cache.",
+                          lambda: [((), len(self.cache))])
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str | sa.URL | None = None,
+        *,
+        permissions: Permissions | None = None,
+        cache_ttl: float = 60,
+        cache_maxsize: int = 10_000,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        connect_timeout: float = 10.0,
+        acquire_timeout: float = 30.0,
+        idle_timeout: float | None = 300.0,
+        max_lifetime: float | None = 3600.0,
+        audit_reads: bool = False,
+        registry: CollectorRegistry | None = None,
+        echo: bool = False,
+    ) -> DbPool:
+        """Open a pool on ``url`` (``sqlite+aiosqlite:///app.db``, ``postgresql+asyncpg://...``,
+        ``mysql+aiomysql://...``).
+
+        Args:
+            permissions: the policy; without one every operation is denied.
+            cache_ttl, cache_maxsize: the result cache (``cache_ttl=0`` turns it off).
+            min_connections ... max_lifetime: see :class:`~dbnexus.config.PoolSettings`.
+            audit_reads: also write an audit row for every read.
+            registry: a Prometheus registry to use instead of a fresh one.
+            echo: log the SQL SQLAlchemy runs (DDL, audit queries).
+
+        Raises:
+            ConfigError: a bad setting, a malformed or unknown URL, a missing driver.
+            DatabaseError: the database cannot be reached.
+        """
+        if url is None:
+            raise ConfigError("DbPool.connect needs a database URL")
+        settings = PoolSettings(
+            min_connections=min_connections, max_connections=max_connections,
+            connect_timeout=connect_timeout, acquire_timeout=acquire_timeout,
+            idle_timeout=idle_timeout, max_lifetime=max_lifetime,
+        )
+        cache = _make_cache(cache_ttl, cache_maxsize)
+        if permissions is not None and not hasattr(permissions, "check"):
+            raise ConfigError(
+                f"permissions must be a dbnexus.Permissions, got {type(permissions).__name__}")
+        db = await Database.open("default", url, settings, echo=echo)
+        return cls({"default": db}, permissions=permissions, cache=cache,
+                   metrics=Metrics(registry), audit_reads=audit_reads)
+
+    # --------------------------------------------------------------- services
+
+    @property
+    def permissions(self) -> Permissions:
+        """The permission policy (``grant``/``revoke``/``add_role``/``remove_role`` at runtime)."""
+        if self._permissions is None:
+            raise ConfigError(_NO_PERMISSIONS)
+        return self._permissions
+
+    @property
+    def dialect_name(self) -> str:
+        """``sqlite``, ``postgresql`` or ``mysql`` (of the default database)."""
+        return self._default.dialect.name
+
+    @property
+    def databases(self) -> dict[str, Database]:
+        return dict(self._dbs)
+
+    def session(self, user_id: str, *, domain: str | None = None,
+                tags: Sequence[str] | None = None) -> DbSession:
+        """A session for ``user_id`` (and ``domain`` for domain-aware policies)."""
+        if self._closed:
+            raise ConfigError("this pool is closed")
+        return DbSession(self, user_id, domain=domain, tags=tags)
+
+    def _denial_reason(self) -> str | None:
+        return _NO_PERMISSIONS if self._permissions is None else None
+
+    def _metrics_op(self, table: str, action: str) -> OpMetrics:
+        key = (table, action)
+        m = self._ops.get(key)
+        if m is None:
+            m = self._ops[key] = self.metrics.op(table, action)
+        return m
+
+    # ---------------------------------------------------------------- routing
+
+    def _default_db(self) -> Database:
+        return self._default
+
+    def _route_key(self, info: EntityInfo, key: Any) -> Database:
+        return self._default
+
+    def _route_values(self, info: EntityInfo, values: Sequence[Any]) -> Database:
+        return self._default
+
+    # ----------------------------------------------------------------- events
+
+    def _make_event(self, kind: str, table: str, record_id: Any, user_id: str,
+                    tags: tuple[str, ...], payload: Any, info: EntityInfo) -> Any:
+        raise NotImplementedError
+
+    def _emit(self, events: list[Any]) -> None:
+        pass
+
+    # ------------------------------------------------------------------ admin
+
+    async def migrate(self, entities: Iterable[type] | None = None) -> None:
+        """Create the tables of every declared entity and the audit table (idempotent).
+
+        ``entities`` limits it to those classes (and the audit table).
+        """
+        if entities is None:
+            tables = list(metadata.sorted_tables)
+        else:
+            tables = [entity_info(e).table for e in entities] + [audit_table]
+        for db in self._dbs.values():
+            await db.run_sync(lambda conn: metadata.create_all(conn, tables=tables,
+                                                               checkfirst=True))
+
+    async def audit_log(
+        self,
+        *,
+        user_id: str | None = None,
+        table: str | None = None,
+        action: str | None = None,
+        outcome: str | None = None,
+        record_id: Any = None,
+        since: dt.datetime | None = None,
+        limit: int | None = 100,
+    ) -> list[AuditRecord]:
+        """Audit records matching the filters, newest first."""
+        stmt = audit_query(user_id=user_id, table=table, action=action, outcome=outcome,
+                           record_id=record_id, since=since, limit=limit)
+        records: list[AuditRecord] = []
+        for name, db in self._dbs.items():
+            rows = await db.run_sync(lambda conn: conn.execute(stmt).fetchall())
+            shard = name if len(self._dbs) > 1 else None
+            records += [to_record(r, shard) for r in rows]
+        if len(self._dbs) > 1:
+            records.sort(key=lambda r: (r.ts, r.id), reverse=True)
+            if limit is not None:
+                records = records[:limit]
+        return records
+
+    async def serve_metrics(self, port: int = 9464, addr: str = "127.0.0.1") -> int:
+        """Serve ``/metrics`` over HTTP for Prometheus; returns the bound port."""
+        return await self.metrics.serve(port, addr)
+
+    async def close(self) -> None:
+        """Close every connection and stop serving metrics."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.metrics.close()
+        for db in self._dbs.values():
+            await db.close()
+
+    async def __aenter__(self) -> DbPool:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+def _deny(user_id: str, domain: str | None, table: str, action: str) -> bool:
+    return False
+
+
+def _make_cache(ttl: float, maxsize: int) -> ResultCache:
+    if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl < 0:
+        raise ConfigError(f"cache_ttl must be a non-negative number of seconds, got {ttl!r}")
+    if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 0:
+        raise ConfigError(f"cache_maxsize must be a non-negative int, got {maxsize!r}")
+    return ResultCache(ttl, maxsize)

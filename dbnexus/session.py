@@ -1,0 +1,902 @@
+"""``DbSession``: one user's view of the pool.
+
+This is the one place where permissions, cache, audit, metrics and routing
+meet. Every operation runs in the same order:
+
+1. permission check (before the cache and before any SQL; a denial is counted,
+   audited and raised);
+2. input validation (nothing is sent for bad input);
+3. cache (reads outside a transaction);
+4. SQL on the routed database, a write together with its audit row in one
+   transaction;
+5. cache invalidation for the written table, metrics, events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .audit import AUDIT_COLUMNS, audit_table, insert_plan, jsonable, record_id_text
+from .entity import EntityInfo, entity_info
+from .errors import (
+    DbNexusError,
+    NotFound,
+    PermissionDenied,
+    ShardError,
+    TransactionError,
+    ValidationError,
+)
+from .query import Q, check_window, parse_order, parse_where
+
+if TYPE_CHECKING:
+    from .database import Connection, Database
+    from .metrics import OpMetrics
+    from .pool import DbPool
+
+__all__ = ["DbSession"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+READ, INSERT, UPDATE, DELETE = "read", "insert", "update", "delete"
+_MAX_TAGS = 32
+_MAX_TAG_LEN = 64
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def check_tags(tags: Sequence[str] | None) -> tuple[str, ...]:
+    """Validate operation tags: short printable strings without spaces."""
+    if not tags:
+        return ()
+    if isinstance(tags, str):
+        raise ValidationError(f"tags must be a list of strings, got the string {tags!r}")
+    out = tuple(tags)
+    if len(out) > _MAX_TAGS:
+        raise ValidationError(f"at most {_MAX_TAGS} tags, got {len(out)}")
+    for tag in out:
+        if (not isinstance(tag, str) or not tag or len(tag) > _MAX_TAG_LEN
+                or not tag.isprintable() or any(c.isspace() for c in tag)):
+            raise ValidationError(
+                f"bad tag {tag!r}: tags are 1-{_MAX_TAG_LEN} printable characters without spaces"
+            )
+    return out
+
+
+class _Tx:
+    """The state of a session's open transaction."""
+
+    __slots__ = ("conn", "db", "events", "lock", "savepoints", "touched")
+
+    def __init__(self) -> None:
+        self.conn: Connection | None = None
+        self.db: Database | None = None
+        self.lock = asyncio.Lock()
+        # cache key -> written pks (None: any row); invalidated when the transaction ends
+        self.touched: dict[Hashable, list[Any] | None] = {}
+        self.savepoints = 0
+        self.events: list[Any] = []
+
+
+class DbSession:
+    """Operations of one user (and domain) through a :class:`~dbnexus.DbPool`.
+
+    Get one with ``pool.session(user_id)``; use it as ``async with``. Outside a
+    transaction each operation borrows a connection for itself, so a session
+    can be used from concurrent tasks; inside one, operations run one after
+    another on the transaction's connection.
+    """
+
+    __slots__ = ("_closed", "_pool", "_tx", "domain", "tags", "user_id")
+
+    def __init__(self, pool: DbPool, user_id: str, *, domain: str | None = None,
+                 tags: Sequence[str] | None = None) -> None:
+        if not isinstance(user_id, str) or not user_id:
+            raise ValidationError(f"user_id must be a non-empty string, got {user_id!r}")
+        if domain is not None and (not isinstance(domain, str) or not domain):
+            raise ValidationError(f"domain must be a non-empty string, got {domain!r}")
+        self._pool = pool
+        self.user_id = user_id
+        self.domain = domain
+        self.tags = check_tags(tags)
+        self._tx: _Tx | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        dom = f", domain={self.domain!r}" if self.domain else ""
+        return f"<DbSession user={self.user_id!r}{dom}{' in transaction' if self._tx else ''}>"
+
+    @property
+    def pool(self) -> DbPool:
+        return self._pool
+
+    async def __aenter__(self) -> DbSession:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """End the session; an open transaction is rolled back."""
+        if self._tx is not None:
+            await self.rollback()
+        self._closed = True
+
+    # ------------------------------------------------------------ transactions
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._tx is not None
+
+    async def begin(self) -> None:
+        """Open a transaction; every operation until commit/rollback joins it."""
+        self._check_open()
+        if self._tx is not None:
+            raise TransactionError(
+                "a transaction is already open on this session; commit or roll it back first "
+                "(use 'async with session.transaction()' for a nested savepoint)"
+            )
+        self._tx = _Tx()
+
+    async def commit(self) -> None:
+        """Commit the open transaction."""
+        tx = self._need_tx("commit")
+        async with tx.lock:
+            self._tx = None
+            try:
+                if tx.conn is not None:
+                    await self._finish(tx, commit=True)
+            finally:
+                self._end_tx(tx)
+        if tx.events:
+            self._pool._emit(tx.events)
+
+    async def rollback(self) -> None:
+        """Roll back the open transaction."""
+        tx = self._need_tx("rollback")
+        async with tx.lock:
+            self._tx = None
+            try:
+                if tx.conn is not None:
+                    await self._finish(tx, commit=False)
+            finally:
+                self._end_tx(tx)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[DbSession]:
+        """Commit on exit, roll back on an exception. Nested use makes a savepoint."""
+        if self._tx is None:
+            await self.begin()
+            try:
+                yield self
+            except BaseException:
+                if self._tx is not None:
+                    await self.rollback()
+                raise
+            else:
+                if self._tx is not None:
+                    await self.commit()
+            return
+        tx = self._tx
+        sp = await self._savepoint(tx)
+        try:
+            yield self
+        except BaseException:
+            await self._release_savepoint(tx, sp, rollback=True)
+            raise
+        else:
+            await self._release_savepoint(tx, sp, rollback=False)
+
+    async def _savepoint(self, tx: _Tx) -> tuple[str | None, int]:
+        async with tx.lock:
+            mark = len(tx.events)
+            if tx.conn is None:
+                # nothing has run yet: everything in the block is the block's own
+                return None, mark
+            tx.savepoints += 1
+            name = f"dbnexus_sp{tx.savepoints}"
+            await self._script(tx.conn, tx.conn.db.driver.savepoint_sql.format(name))
+            return name, mark
+
+    async def _release_savepoint(self, tx: _Tx, sp: tuple[str | None, int], *,
+                                 rollback: bool) -> None:
+        if self._tx is not tx:
+            return
+        name, mark = sp
+        async with tx.lock:
+            if rollback:
+                del tx.events[mark:]
+            if tx.conn is None:
+                return
+            if name is None:
+                if rollback:
+                    await self._finish(tx, commit=False)
+                return
+            driver = tx.conn.db.driver
+            sql = (driver.rollback_to_sql if rollback else driver.release_sql).format(name)
+            await self._script(tx.conn, sql)
+
+    async def _script(self, conn: Connection, sql: str) -> None:
+        try:
+            await conn.db.driver.execute_script(conn.raw, sql)
+        except Exception as exc:
+            raise conn.db.translate(exc) from exc
+
+    def _need_tx(self, what: str) -> _Tx:
+        if self._tx is None:
+            raise TransactionError(f"{what}() without an open transaction; call begin() first")
+        return self._tx
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransactionError("this session is closed; take a new one with pool.session()")
+
+    async def _finish(self, tx: _Tx, *, commit: bool) -> None:
+        conn = tx.conn
+        assert conn is not None
+        driver = conn.db.driver
+        discard = False
+        try:
+            if commit:
+                await driver.commit(conn.raw)
+            else:
+                await driver.rollback(conn.raw)
+        except BaseException as exc:
+            discard = True
+            if commit and isinstance(exc, Exception):
+                with contextlib.suppress(Exception):
+                    await driver.rollback(conn.raw)
+                tx.events.clear()
+                raise conn.db.translate(exc) from exc
+            raise
+        finally:
+            tx.conn = tx.db = None
+            await conn.db.release(conn, discard=discard)
+
+    def _end_tx(self, tx: _Tx) -> None:
+        cache = self._pool.cache
+        for key, pks in tx.touched.items():
+            cache.end_write(key, pks)
+        tx.touched.clear()
+
+    async def _tx_conn(self, tx: _Tx, db: Database) -> Connection:
+        if tx.conn is None:
+            conn = await db.acquire()
+            try:
+                await db.driver.begin(conn.raw)
+            except BaseException as exc:
+                await db.release(conn, discard=True)
+                if isinstance(exc, Exception):
+                    raise db.translate(exc) from exc
+                raise
+            tx.conn, tx.db = conn, db
+            return conn
+        if tx.db is not db:
+            raise ShardError(
+                f"this transaction is bound to shard {tx.db.name!r} (its first operation) "  # type: ignore[union-attr]
+                f"but the operation routes to shard {db.name!r}; a transaction cannot span "
+                "shards", shard=db.name)
+        return tx.conn
+
+    # ---------------------------------------------------------------- running
+
+    async def _read(self, db: Database, fn: Callable[[Connection], Awaitable[R]]) -> R:
+        tx = self._tx
+        if tx is not None:
+            async with tx.lock:
+                conn = await self._tx_conn(tx, db)
+                try:
+                    return await fn(conn)
+                except DbNexusError:
+                    raise
+                except Exception as exc:
+                    raise db.translate(exc) from exc
+        conn = await db.acquire()
+        discard = True
+        try:
+            result = await fn(conn)
+            discard = False
+            return result
+        except DbNexusError:
+            discard = False
+            raise
+        except Exception as exc:
+            err = db.translate(exc)
+            discard = type(err).__name__ == "DatabaseError"
+            raise err from exc
+        finally:
+            await db.release(conn, discard=discard)
+
+    async def _write(self, db: Database, ckey: Hashable, pks: list[Any] | None,
+                     fn: Callable[[Connection], Awaitable[R]]) -> R:
+        """Run ``fn`` in the open transaction, or in one of its own that commits."""
+        tx = self._tx
+        cache = self._pool.cache
+        if tx is not None:
+            async with tx.lock:
+                conn = await self._tx_conn(tx, db)
+                if ckey not in tx.touched:
+                    cache.begin_write(ckey)
+                    tx.touched[ckey] = []
+                written = tx.touched[ckey]
+                if pks is None:
+                    tx.touched[ckey] = None
+                elif written is not None:
+                    written.extend(pks)
+                try:
+                    return await fn(conn)
+                except DbNexusError:
+                    raise
+                except Exception as exc:
+                    raise db.translate(exc) from exc
+        cache.begin_write(ckey)
+        try:
+            conn = await db.acquire()
+            driver = db.driver
+            discard = True
+            try:
+                await driver.begin(conn.raw)
+                result = await fn(conn)
+                await driver.commit(conn.raw)
+                discard = False
+                return result
+            except BaseException as exc:
+                try:
+                    await driver.rollback(conn.raw)
+                    discard = not isinstance(exc, Exception)
+                except BaseException:
+                    discard = True
+                if isinstance(exc, DbNexusError) or not isinstance(exc, Exception):
+                    raise
+                raise db.translate(exc) from exc
+            finally:
+                await db.release(conn, discard=discard)
+        finally:
+            cache.end_write(ckey, pks)
+
+    # ------------------------------------------------------------- permissions
+
+    def _allowed(self, table: str, action: str) -> bool:
+        return self._pool._check(self.user_id, self.domain, table, action)
+
+    async def _denied(self, info: EntityInfo, action: str, om: OpMetrics,
+                      record_id: Any, tags: Sequence[str] | None) -> None:
+        om.denied.inc()
+        om.outcome_denied.inc()
+        await self._audit_alone(self._pool._default_db(), action, info.table_name, record_id,
+                                "denied", None, self._tags(tags))
+        raise PermissionDenied(self.user_id, info.table_name, action, self.domain,
+                               self._pool._denial_reason())
+
+    # ------------------------------------------------------------------ audit
+
+    def _tags(self, tags: Sequence[str] | None) -> tuple[str, ...]:
+        if not tags:
+            return self.tags
+        return self.tags + tuple(t for t in check_tags(tags) if t not in self.tags)
+
+    def _audit_values(self, action: str, table: str, record_id: Any, outcome: str,
+                      changes: Any, tags: Sequence[str], ts: dt.datetime | None = None) -> list[Any]:
+        return [ts or utcnow(), self.user_id, self.domain, action, table,
+                record_id_text(record_id), outcome, changes, list(tags)]
+
+    async def _audit_in(self, conn: Connection, action: str, table: str, record_id: Any,
+                        changes: Any, tags: Sequence[str]) -> None:
+        plan = insert_plan(conn.db.compiler)
+        values = self._audit_values(action, table, record_id, "ok", changes, tags)
+        await conn.db.driver.execute(conn.raw, plan.sql, plan.params(values))
+
+    async def _audit_many(self, conn: Connection, action: str, table: str,
+                          records: Sequence[tuple[Any, Any]], tags: Sequence[str]) -> None:
+        db = conn.db
+        ts = utcnow()
+        width = len(AUDIT_COLUMNS)
+        for chunk in _chunks(records, db.max_rows(width)):
+            flat: list[Any] = []
+            for record_id, changes in chunk:
+                flat += self._audit_values(action, table, record_id, "ok", changes, tags, ts)
+            plan = db.compiler.insert_many(audit_table, AUDIT_COLUMNS, len(chunk), None)
+            await db.driver.execute(conn.raw, plan.sql, plan.params(flat))
+
+    async def _audit_alone(self, db: Database, action: str, table: str, record_id: Any,
+                           outcome: str, changes: Any, tags: Sequence[str]) -> None:
+        """Record a denied or failed attempt in a transaction of its own."""
+        values = self._audit_values(action, table, record_id, outcome, changes, tags)
+        plan = insert_plan(db.compiler)
+        try:
+            tx = self._tx
+            if tx is not None and db._serial is not None and tx.conn is not None:
+                # one shared in-memory SQLite connection: write through the transaction
+                conn = tx.conn
+                await conn.db.driver.execute(conn.raw, plan.sql, plan.params(values))
+                return
+            conn = await db.acquire()
+            discard = True
+            try:
+                # its own transaction: SQLite's driver would otherwise leave one open
+                await db.driver.begin(conn.raw)
+                await db.driver.execute(conn.raw, plan.sql, plan.params(values))
+                await db.driver.commit(conn.raw)
+                discard = False
+            finally:
+                await db.release(conn, discard=discard)
+        except Exception:
+            log.warning("could not write the audit row of a %s %s on %s", outcome, action,
+                        table, exc_info=True)
+
+    async def _failed(self, db: Database, om: OpMetrics, action: str, table: str,
+                      record_id: Any, tags: Sequence[str], exc: BaseException) -> None:
+        om.error.inc()
+        if isinstance(exc, ValidationError | PermissionDenied) or not isinstance(exc, Exception):
+            return
+        await self._audit_alone(db, action, table, record_id, "error",
+                                {"error": type(exc).__name__, "message": str(exc)[:500]}, tags)
+
+    # ------------------------------------------------------------------ reads
+
+    async def find_by_id(self, cls: type[T], id: Any, *, include_deleted: bool = False,
+                         include: Sequence[str] | None = None,
+                         tags: Sequence[str] | None = None) -> T | None:
+        """The row with primary key ``id``, or None."""
+        t0 = perf_counter()
+        info = entity_info(cls)
+        table = info.table_name
+        pool = self._pool
+        om = pool._metrics_op(table, READ)
+        if not self._allowed(table, READ):
+            await self._denied(info, READ, om, id, tags)
+        info.pk.check(id)
+        if id is None:
+            raise ValidationError(f"find_by_id needs a primary key value for {table}")
+        if include:
+            self._check_includes(info, include)
+        db = pool._route_key(info, id)
+        cache = pool.cache
+        values = None
+        ckey = (db.name, table)
+        token = None
+        use_cache = cache.enabled and self._tx is None
+        if use_cache:
+            values = cache.get_row(ckey, id)
+            if values is not None:
+                pool.metrics.cache_hit(table).inc()
+            else:
+                pool.metrics.cache_miss(table).inc()
+                token = cache.token(ckey)
+        if values is None:
+            plan = db.compiler.entity(info)
+            by_pk = plan.by_pk
+
+            async def fetch(conn: Connection) -> Any:
+                return await db.driver.fetch_one(conn.raw, by_pk.sql, by_pk.params((id,)))
+
+            try:
+                row = await self._read(db, fetch)
+            except BaseException as exc:
+                await self._failed(db, om, READ, table, id, self._tags(tags), exc)
+                raise
+            if row is not None:
+                values = plan.decode(row)
+                if use_cache:
+                    cache.put_row(ckey, id, values, token)
+        obj = None
+        if values is not None and (include_deleted or not info.soft_delete
+                                   or values[-1] is None):
+            obj = info.build(values)
+        if pool.audit_reads:
+            await self._audit_read(db, table, id, tags)
+        if obj is not None and include:
+            await self._load_includes(info, [obj], include)
+        om.ok.inc()
+        om.duration.observe(perf_counter() - t0)
+        return obj
+
+    async def find_all(
+        self,
+        cls: type[T],
+        *,
+        where: Mapping[str, Any] | Q | None = None,
+        order_by: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        include_deleted: bool = False,
+        include: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> list[T]:
+        """Rows matching ``where``, in ``order_by`` order, windowed by limit/offset."""
+        t0 = perf_counter()
+        info = entity_info(cls)
+        table = info.table_name
+        pool = self._pool
+        om = pool._metrics_op(table, READ)
+        if not self._allowed(table, READ):
+            await self._denied(info, READ, om, None, tags)
+        values: list[Any] = []
+        wshape = parse_where(info, where, values)
+        oshape = parse_order(info, order_by)
+        check_window(limit, offset)
+        if include:
+            self._check_includes(info, include)
+        if limit is not None:
+            values.append(limit)
+        if offset is not None:
+            values.append(offset)
+        rows = await self._select(info, om, wshape, oshape, values, limit is not None,
+                                  offset is not None, include_deleted, tags)
+        objs = [info.build(v) for v in rows]
+        if pool.audit_reads:
+            await self._audit_read(pool._default_db(), table, None, tags)
+        if include and objs:
+            await self._load_includes(info, objs, include)
+        om.ok.inc()
+        om.duration.observe(perf_counter() - t0)
+        return objs
+
+    async def _select(self, info: EntityInfo, om: OpMetrics, wshape: Any, oshape: Any,
+                      values: list[Any], limit: bool, offset: bool, include_deleted: bool,
+                      tags: Sequence[str] | None) -> list[tuple[Any, ...]]:
+        pool = self._pool
+        table = info.table_name
+        db = pool._default_db()
+        cache = pool.cache
+        ckey = (db.name, table)
+        use_cache = cache.enabled and self._tx is None
+        qkey = None
+        token = None
+        if use_cache:
+            qkey = ("all", wshape, oshape, limit, offset, include_deleted, tuple(values))
+            cached = cache.get_query(ckey, qkey)
+            if cached is not None:
+                pool.metrics.cache_hit(table).inc()
+                return cached
+            pool.metrics.cache_miss(table).inc()
+            token = cache.token(ckey)
+        plan = db.compiler.select(info, wshape, oshape, limit=limit, offset=offset,
+                                  include_deleted=include_deleted)
+        decode = db.compiler.entity(info).decode
+
+        async def fetch(conn: Connection) -> list[tuple[Any, ...]]:
+            raw = await db.driver.fetch_all(conn.raw, plan.sql, plan.params(values))
+            return [decode(r) for r in raw]
+
+        try:
+            rows = await self._read(db, fetch)
+        except BaseException as exc:
+            await self._failed(db, om, READ, table, None, self._tags(tags), exc)
+            raise
+        if use_cache:
+            cache.put_query(ckey, qkey, tuple(rows), token)
+        return rows
+
+    async def count(self, cls: type, *, where: Mapping[str, Any] | Q | None = None,
+                    include_deleted: bool = False, tags: Sequence[str] | None = None) -> int:
+        """How many rows match ``where``."""
+        t0 = perf_counter()
+        info = entity_info(cls)
+        table = info.table_name
+        pool = self._pool
+        om = pool._metrics_op(table, READ)
+        if not self._allowed(table, READ):
+            await self._denied(info, READ, om, None, tags)
+        values: list[Any] = []
+        wshape = parse_where(info, where, values)
+        db = pool._default_db()
+        cache = pool.cache
+        ckey = (db.name, table)
+        use_cache = cache.enabled and self._tx is None
+        qkey = ("count", wshape, include_deleted, tuple(values))
+        n = cache.get_query(ckey, qkey) if use_cache else None
+        if n is not None:
+            pool.metrics.cache_hit(table).inc()
+        else:
+            if use_cache:
+                pool.metrics.cache_miss(table).inc()
+            token = cache.token(ckey) if use_cache else None
+            plan = db.compiler.count(info, wshape, include_deleted=include_deleted)
+
+            async def fetch(conn: Connection) -> int:
+                row = await db.driver.fetch_one(conn.raw, plan.sql, plan.params(values))
+                return int(row[0]) if row is not None else 0
+
+            try:
+                n = await self._read(db, fetch)
+            except BaseException as exc:
+                await self._failed(db, om, READ, table, None, self._tags(tags), exc)
+                raise
+            if use_cache:
+                cache.put_query(ckey, qkey, n, token)
+        if pool.audit_reads:
+            await self._audit_read(db, table, None, tags)
+        om.ok.inc()
+        om.duration.observe(perf_counter() - t0)
+        return n
+
+    async def _audit_read(self, db: Database, table: str, record_id: Any,
+                          tags: Sequence[str] | None) -> None:
+        tags = self._tags(tags)
+        tx = self._tx
+        if tx is not None:
+            async with tx.lock:
+                conn = await self._tx_conn(tx, db)
+                await self._audit_in(conn, READ, table, record_id, None, tags)
+        else:
+            await self._audit_alone(db, READ, table, record_id, "ok", None, tags)
+
+    # ----------------------------------------------------------------- writes
+
+    async def insert(self, obj: T, *, tags: Sequence[str] | None = None) -> T:
+        """Insert ``obj``; returns it with its generated primary key set."""
+        t0 = perf_counter()
+        info = entity_info(type(obj))
+        table = info.table_name
+        pool = self._pool
+        om = pool._metrics_op(table, INSERT)
+        if not self._allowed(table, INSERT):
+            await self._denied(info, INSERT, om, getattr(obj, info.pk.name, None), tags)
+        info.validate(obj)
+        all_tags = self._tags(tags)
+        values = list(info.values_of(obj))
+        if info.timestamps:
+            now = utcnow()
+            values[info.names.index("created_at")] = now
+            values[info.names.index("updated_at")] = now
+        db = pool._route_values(info, values)
+        plan = db.compiler.entity(info)
+        pk = values[plan.pk_index]
+        stmt = plan.insert_auto if pk is None else plan.insert_full
+        returning = plan.insert_returning
+
+        async def work(conn: Connection) -> Any:
+            new_pk = await db.driver.insert(conn.raw, stmt.sql, stmt.params(values), returning)
+            if pk is not None:
+                new_pk = pk
+            values[plan.pk_index] = new_pk
+            changes = {n: jsonable(v) for n, v in zip(info.names, values, strict=True)}
+            await self._audit_in(conn, INSERT, table, new_pk, changes, all_tags)
+            return new_pk
+
+        try:
+            await self._write(db, (db.name, table), [], work)
+        except BaseException as exc:
+            await self._failed(db, om, INSERT, table, pk, all_tags, exc)
+            raise
+        self._set_values(info, obj, values)
+        self._event("create", table, values[plan.pk_index], all_tags, values, info)
+        om.ok.inc()
+        om.duration.observe(perf_counter() - t0)
+        return obj
+
+    async def update(self, obj: T, *, tags: Sequence[str] | None = None) -> T:
+        """Write every field of ``obj`` to its row; NotFound if the row is gone."""
+        t0 = perf_counter()
+        info = entity_info(type(obj))
+        table = info.table_name
+        pool = self._pool
+        om = pool._metrics_op(table, UPDATE)
+        pk = getattr(obj, info.pk.name, None)
+        if not self._allowed(table, UPDATE):
+            await self._denied(info, UPDATE, om, pk, tags)
+        if pk is None:
+            raise ValidationError(f"update needs {type(obj).__name__}.{info.pk.name} to be set")
+        info.validate(obj)
+        all_tags = self._tags(tags)
+        values = list(info.values_of(obj))
+        db = pool._route_values(info, values)
+        plan = db.compiler.entity(info)
+        changes: dict[str, Any] = {}
+
+        async def work(conn: Connection) -> None:
+            driver = db.driver
+            row = await driver.fetch_one(conn.raw, plan.by_pk_for_update.sql,
+                                         plan.by_pk_for_update.params((pk,)))
+            old = plan.decode(row) if row is not None else None
+            if old is None or (info.soft_delete and old[-1] is not None):
+                raise NotFound(table, pk)
+            self._keep_system_values(info, old, values)
+            for n, a, b in zip(info.names, old, values, strict=True):
+                if a != b:
+                    changes[n] = [jsonable(a), jsonable(b)]
+            upd = plan.update_by_pk
+            await driver.execute(conn.raw, upd.sql, upd.params([*values, pk]))
+            await self._audit_in(conn, UPDATE, table, pk, changes, all_tags)
+
+        try:
+            await self._write(db, (db.name, table), [pk], work)
+        except BaseException as exc:
+            await self._failed(db, om, UPDATE, table, pk, all_tags, exc)
+            raise
+        self._set_values(info, obj, values)
+        self._event("update", table, pk, all_tags, changes, info)
+        om.ok.inc()
+        om.duration.observe(perf_counter() - t0)
+        return obj
+
+    async def delete(self, cls: type, id: Any, *, tags: Sequence[str] | None = None,
+                     shard_key: Any = None) -> None:
+        """Delete the row with primary key ``id`` (mark it, for soft-delete entities).
+
+        Raises NotFound when there is no such row.
+        """
+        t0 = perf_counter()
+        info = entity_info(cls)
+        table = info.table_name
+        pool = self._pool
+        om = pool._metrics_op(table, DELETE)
+        if not self._allowed(table, DELETE):
+            await self._denied(info, DELETE, om, id, tags)
+        info.pk.check(id)
+        if id is None:
+            raise ValidationError(f"delete needs a primary key value for {table}")
+        all_tags = self._tags(tags)
+        db = pool._route_key(info, id)
+        plan = db.compiler.entity(info)
+        old_values: list[Any] = []
+
+        async def work(conn: Connection) -> None:
+            driver = db.driver
+            raw = conn.raw
+            if info.soft_delete:
+                row = await driver.fetch_one(raw, plan.by_pk_for_update.sql,
+                                             plan.by_pk_for_update.params((id,)))
+                old = plan.decode(row) if row is not None else None
+                if old is None or old[-1] is not None:
+                    raise NotFound(table, id)
+                new = list(old)
+                new[-1] = utcnow()
+                await driver.execute(raw, plan.update_by_pk.sql,
+                                     plan.update_by_pk.params([*new, id]))
+            elif plan.delete_returning:
+                row = await driver.fetch_one(raw, plan.delete_by_pk.sql,
+                                             plan.delete_by_pk.params((id,)))
+                old = plan.decode(row) if row is not None else None
+            else:
+                row = await driver.fetch_one(raw, plan.by_pk_for_update.sql,
+                                             plan.by_pk_for_update.params((id,)))
+                old = plan.decode(row) if row is not None else None
+                if old is not None:
+                    await driver.execute(raw, plan.delete_by_pk.sql,
+                                         plan.delete_by_pk.params((id,)))
+            if old is None:
+                raise NotFound(table, id)
+            old_values.extend(old)
+            changes = {n: jsonable(v) for n, v in zip(info.names, old, strict=True)}
+            await self._audit_in(conn, DELETE, table, id, changes, all_tags)
+
+        try:
+            await self._write(db, (db.name, table), [id], work)
+        except BaseException as exc:
+            await self._failed(db, om, DELETE, table, id, all_tags, exc)
+            raise
+        self._event("delete", table, id, all_tags, old_values, info)
+        om.ok.inc()
+        om.duration.observe(perf_counter() - t0)
+
+    async def insert_batch(self, objs: Sequence[T], *,
+                           tags: Sequence[str] | None = None) -> list[T]:
+        """Insert many objects: one multi-row INSERT (and one for their audit rows)."""
+        t0 = perf_counter()
+        objs = list(objs)
+        if not objs:
+            return objs
+        info = entity_info(type(objs[0]))
+        table = info.table_name
+        pool = self._pool
+        om = pool._metrics_op(table, INSERT)
+        if not self._allowed(table, INSERT):
+            await self._denied(info, INSERT, om, None, tags)
+        for obj in objs:
+            info.validate(obj)
+        all_tags = self._tags(tags)
+        now = utcnow()
+        rows = []
+        for obj in objs:
+            values = list(info.values_of(obj))
+            if info.timestamps:
+                values[info.names.index("created_at")] = now
+                values[info.names.index("updated_at")] = now
+            rows.append(values)
+        db = pool._route_values(info, rows[0])
+        await self._insert_rows(db, info, om, rows, all_tags)
+        for obj, values in zip(objs, rows, strict=True):
+            self._set_values(info, obj, values)
+        pk_index = info.names.index(info.pk.name)
+        for values in rows:
+            self._event("create", table, values[pk_index], all_tags, values, info)
+        om.ok.inc()
+        om.duration.observe(perf_counter() - t0)
+        return objs
+
+    async def _insert_rows(self, db: Database, info: EntityInfo, om: OpMetrics,
+                           rows: list[list[Any]], tags: tuple[str, ...]) -> None:
+        table = info.table_name
+        plan = db.compiler.entity(info)
+        pk_i = plan.pk_index
+        auto = [r for r in rows if r[pk_i] is None]
+        given = [r for r in rows if r[pk_i] is not None]
+        auto_names = tuple(n for n in info.names if n != info.pk.name)
+        pk_col = info.table.c[info.pk.name]
+        returning = plan.insert_returning
+
+        async def work(conn: Connection) -> None:
+            driver = db.driver
+            for group, names in ((auto, auto_names), (given, info.names)):
+                idx = [info.names.index(n) for n in names]
+                for chunk in _chunks(group, db.max_rows(len(names))):
+                    stmt = db.compiler.insert_many(
+                        info.table, names, len(chunk),
+                        pk_col if returning and group is auto else None)
+                    flat = [r[i] for r in chunk for i in idx]
+                    if group is not auto:
+                        await driver.execute(conn.raw, stmt.sql, stmt.params(flat))
+                    elif returning:
+                        got = await driver.fetch_all(conn.raw, stmt.sql, stmt.params(flat))
+                        # one statement assigns ascending ids in VALUES order
+                        for r, pk in zip(chunk, sorted(g[0] for g in got), strict=True):
+                            r[pk_i] = pk
+                    else:
+                        first = await driver.insert(conn.raw, stmt.sql, stmt.params(flat), False)
+                        # InnoDB gives one multi-row INSERT consecutive ids
+                        # (innodb_autoinc_lock_mode 0 or 1)
+                        for k, r in enumerate(chunk):
+                            r[pk_i] = first + k
+            await self._audit_many(conn, INSERT, table, [
+                (r[pk_i], {n: jsonable(v) for n, v in zip(info.names, r, strict=True)})
+                for r in rows
+            ], tags)
+
+        try:
+            await self._write(db, (db.name, table), [], work)
+        except BaseException as exc:
+            await self._failed(db, om, INSERT, table, None, tags, exc)
+            raise
+
+    # ---------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _set_values(info: EntityInfo, obj: Any, values: Sequence[Any]) -> None:
+        if info.has_dict:
+            obj.__dict__.update(zip(info.names, values, strict=True))
+        else:
+            for n, v in zip(info.names, values, strict=True):
+                object.__setattr__(obj, n, v)
+
+    @staticmethod
+    def _keep_system_values(info: EntityInfo, old: Sequence[Any], values: list[Any]) -> None:
+        if info.timestamps:
+            i = info.names.index("created_at")
+            values[i] = old[i]
+            values[info.names.index("updated_at")] = utcnow()
+        if info.soft_delete:
+            values[-1] = old[-1]
+
+    def _event(self, kind: str, table: str, record_id: Any, tags: tuple[str, ...],
+               payload: Any, info: EntityInfo) -> None:
+        pool = self._pool
+        if not pool._has_listeners:
+            return
+        event = pool._make_event(kind, table, record_id, self.user_id, tags, payload, info)
+        if self._tx is not None:
+            self._tx.events.append(event)
+        else:
+            pool._emit([event])
+
+    def _check_includes(self, info: EntityInfo, include: Sequence[str]) -> None:
+        raise ValidationError(f"{info.cls.__name__}: include= is not supported yet")
+
+    async def _load_includes(self, info: EntityInfo, objs: list[Any],
+                             include: Sequence[str]) -> None:
+        raise ValidationError(f"{info.cls.__name__}: include= is not supported yet")
+
+
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]

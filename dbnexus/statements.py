@@ -1,0 +1,237 @@
+"""Core statements compiled once per dialect into driver-ready SQL.
+
+SQLAlchemy does the hard parts (dialect SQL, quoting, type conversion); this
+module keeps the result: the SQL string in the driver's positional paramstyle,
+the order in which values fill it, and SQLAlchemy's own bind/result processors
+for each position. Executing then costs a list comprehension and one driver
+call, instead of SQLAlchemy's per-execution machinery.
+
+Plans are cached per :class:`Compiler` (one per engine), keyed by the shape of
+the query, so a query shape is compiled once and reused.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from .entity import EntityInfo
+from .query import Shape, count_statement, select_statement
+
+__all__ = ["Compiler", "EntityPlan", "SqlPlan"]
+
+Processor = Callable[[Any], Any] | None
+
+# PostgreSQL type OIDs: SQLAlchemy's asyncpg numeric result processors need them
+_PG_COLTYPES = {sa.Numeric: 1700, sa.Float: 701, sa.Double: 701}
+
+
+class SqlPlan:
+    """One compiled statement: SQL text, parameter order and processors."""
+
+    __slots__ = ("_procs", "order", "sql")
+
+    def __init__(self, sql: str, order: tuple[int, ...], procs: tuple[Processor, ...]) -> None:
+        self.sql = sql
+        self.order = order
+        self._procs = procs if any(procs) else None
+
+    def params(self, values: Sequence[Any]) -> list[Any]:
+        """Positional parameters for the driver from values in plan order."""
+        if self._procs is None:
+            return [values[i] for i in self.order]
+        out = []
+        for i, proc in zip(self.order, self._procs, strict=True):
+            v = values[i]
+            out.append(v if proc is None or v is None else proc(v))
+        return out
+
+    def __repr__(self) -> str:
+        return f"SqlPlan({self.sql!r})"
+
+
+class RowDecoder:
+    """Turns a driver row into Python values with SQLAlchemy's result processors."""
+
+    __slots__ = ("_procs",)
+
+    def __init__(self, procs: Sequence[Processor]) -> None:
+        self._procs = tuple((i, p) for i, p in enumerate(procs) if p is not None)
+
+    def __call__(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        if not self._procs:
+            return tuple(row)
+        values = list(row)
+        for i, proc in self._procs:
+            v = values[i]
+            if v is not None:
+                values[i] = proc(v)
+        return tuple(values)
+
+
+class EntityPlan:
+    """The fixed statements of one entity on one dialect."""
+
+    __slots__ = (
+        "by_pk",
+        "by_pk_for_update",
+        "decode",
+        "delete_by_pk",
+        "delete_returning",
+        "info",
+        "insert_auto",
+        "insert_full",
+        "insert_returning",
+        "pk_index",
+        "update_by_pk",
+        "update_cols",
+    )
+
+    def __init__(self, compiler: Compiler, info: EntityInfo) -> None:
+        dialect = compiler.dialect
+        t = info.table
+        pk = info.pk
+        pk_col = t.c[pk.name]
+        self.info = info
+        self.pk_index = info.names.index(pk.name)
+        self.decode = RowDecoder([compiler.result_processor(c) for c in t.c])
+        where_pk = pk_col == sa.bindparam("p0", type_=pk_col.type)
+        self.by_pk = compiler.compile(sa.select(*t.c).where(where_pk))
+        self.by_pk_for_update = compiler.compile(
+            sa.select(*t.c).where(where_pk).with_for_update()
+        )
+        self.insert_returning = bool(dialect.insert_returning)
+        self.insert_full = compiler.compile(_insert(t, info.names, self.insert_returning, pk_col),
+                                            value_names=info.names)
+        auto_names = tuple(n for n in info.names if n != pk.name)
+        self.insert_auto = compiler.compile(_insert(t, auto_names, self.insert_returning, pk_col),
+                                            value_names=auto_names, all_names=info.names)
+        self.update_cols = auto_names
+        upd = (
+            sa.update(t)
+            .where(pk_col == sa.bindparam(f"p{len(info.names)}", type_=pk_col.type))
+            .values({n: sa.bindparam(f"p{info.names.index(n)}", type_=t.c[n].type)
+                     for n in auto_names})
+        )
+        # values: every column in declaration order, then the pk again for WHERE
+        self.update_by_pk = compiler.compile(upd)
+        self.delete_returning = bool(dialect.delete_returning)
+        dele = sa.delete(t).where(where_pk)
+        if self.delete_returning:
+            dele = dele.returning(*t.c)
+        self.delete_by_pk = compiler.compile(dele)
+
+
+def _insert(t: sa.Table, names: Sequence[str], returning: bool, pk_col: sa.Column[Any]) -> Any:
+    stmt = sa.insert(t).values({n: sa.bindparam(n, type_=t.c[n].type) for n in names})
+    if returning:
+        stmt = stmt.returning(pk_col)
+    return stmt
+
+
+class Compiler:
+    """Compiles Core statements for one dialect and caches plans by key."""
+
+    def __init__(self, dialect: sa.Dialect, *, cache_size: int = 2048) -> None:
+        self.dialect = dialect
+        self._entities: dict[EntityInfo, EntityPlan] = {}
+        self._plans: OrderedDict[Any, SqlPlan] = OrderedDict()
+        self._cache_size = cache_size
+        self._pg = dialect.name == "postgresql"
+
+    def entity(self, info: EntityInfo) -> EntityPlan:
+        """The fixed statements of an entity (built on first use)."""
+        plan = self._entities.get(info)
+        if plan is None:
+            plan = self._entities[info] = EntityPlan(self, info)
+        return plan
+
+    def result_processor(self, column: sa.ColumnElement[Any]) -> Processor:
+        """SQLAlchemy's result processor for a column on this dialect (None when none)."""
+        coltype = None
+        if self._pg:
+            for base, oid in _PG_COLTYPES.items():
+                if isinstance(column.type, base):
+                    coltype = oid
+        return column.type._cached_result_processor(self.dialect, coltype)
+
+    def compile(
+        self,
+        stmt: Any,
+        *,
+        value_names: Sequence[str] | None = None,
+        all_names: Sequence[str] | None = None,
+    ) -> SqlPlan:
+        """Compile ``stmt`` into a :class:`SqlPlan`.
+
+        Bind parameters named ``p<N>`` take value ``N``; binds named after
+        columns take the value at that name's index in ``all_names`` (or in
+        ``value_names`` when ``all_names`` is None).
+        """
+        compiled = stmt.compile(dialect=self.dialect)
+        names = compiled.positiontup or []
+        index_of = {n: i for i, n in enumerate(all_names or value_names or ())}
+        order = []
+        procs = []
+        for name in names:
+            if name in index_of:
+                order.append(index_of[name])
+            elif name.startswith("p") and name[1:].isdigit():
+                order.append(int(name[1:]))
+            else:
+                raise AssertionError(f"unexpected bind parameter {name!r} in {compiled.string}")
+            bind = compiled.binds[name]
+            procs.append(bind.type._cached_bind_processor(self.dialect))
+        return SqlPlan(compiled.string, tuple(order), tuple(procs))
+
+    def cached(self, key: Any, build: Callable[[], Any]) -> SqlPlan:
+        """The plan for ``key``, compiling ``build()`` on first use (LRU bounded)."""
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+            return plan
+        plan = self.compile(build())
+        self._plans[key] = plan
+        if len(self._plans) > self._cache_size:
+            self._plans.popitem(last=False)
+        return plan
+
+    def select(
+        self,
+        info: EntityInfo,
+        where: Shape,
+        order: Shape,
+        *,
+        limit: bool,
+        offset: bool,
+        include_deleted: bool = False,
+    ) -> SqlPlan:
+        """The plan for ``find_all`` with this shape."""
+        key = ("select", info, where, order, limit, offset, include_deleted)
+        return self.cached(key, lambda: select_statement(
+            info, where, order, limit=limit, offset=offset, include_deleted=include_deleted))
+
+    def count(self, info: EntityInfo, where: Shape, *, include_deleted: bool = False) -> SqlPlan:
+        """The plan for ``count`` with this shape."""
+        key = ("count", info, where, include_deleted)
+        return self.cached(key, lambda: count_statement(info, where,
+                                                        include_deleted=include_deleted))
+
+    def insert_many(self, table: sa.Table, names: Sequence[str], rows: int,
+                    returning: sa.Column[Any] | None) -> SqlPlan:
+        """A multi-row ``INSERT ... VALUES (...), (...)``; values row after row."""
+        key = ("insert_many", table, tuple(names), rows, returning is not None)
+
+        def build() -> Any:
+            n = len(names)
+            stmt = sa.insert(table).values([
+                {c: sa.bindparam(f"p{r * n + j}", type_=table.c[c].type)
+                 for j, c in enumerate(names)}
+                for r in range(rows)
+            ])
+            return stmt.returning(returning) if returning is not None else stmt
+
+        return self.cached(key, build)
