@@ -49,13 +49,14 @@ class NotApplicable(Exception):
 
 @dataclass
 class Operation:
-    """One timed unit of work: ``await fn()`` does ``ops_per_call`` operations.
+    """One timed unit of work: ``await fn()`` (or ``fn()`` for a plain function, used by
+    the CPU-only permission case) does ``ops_per_call`` operations.
 
     ``rows_written`` is how many rows one call commits; the runner counts them
     afterwards from a separate connection. ``note`` is printed under the table.
     """
 
-    fn: Callable[[], Awaitable[object]]
+    fn: Callable[[], Awaitable[object]] | Callable[[], object]
     ops_per_call: int = 1
     rows_written: int = 0
     note: str | None = None
@@ -75,8 +76,9 @@ def seed_rows(count: int) -> list[Row]:
 class Dataset:
     """Which seeded ids each case may touch, so that cases do not disturb each other.
 
-    The cache-miss case reads ``miss_ids`` (shuffled) and nothing else does, so a
-    dbnexus pool with its cache on has never seen them.
+    The cache-miss case reads ``miss_ids`` (shuffled) and no case before it reads any
+    of them, so a dbnexus pool with its cache on has never seen them. (``find_all``,
+    later, returns the highest ids, which are among them.)
     """
 
     ids: list[int]
@@ -159,7 +161,7 @@ class Implementation:
         raise NotApplicable("not implemented")
 
     async def insert_batch_copy(self, data: Dataset) -> Operation:
-        raise NotApplicable("COPY is asyncpg only")
+        raise NotApplicable("COPY: raw asyncpg only")
 
     async def find_all(self, data: Dataset) -> Operation:
         raise NotApplicable("not implemented")

@@ -1,11 +1,11 @@
 """Timing: warm-up, calibration, repetitions, and the statistics reported.
 
-A :class:`Timer` wraps one :class:`~benchmarks.common.Operation`. ``warm_up()`` runs it
-for ``Settings.warmup_s`` (at least twice) and picks how many calls one repetition
-makes so that a repetition lasts about ``Settings.target_s``. ``repetition()`` then
-times that many calls with :func:`time.perf_counter_ns`. The runner interleaves the
-repetitions of all implementations of a case (A B C A B C ...) so that a slow drift of
-the machine or the database touches every column alike.
+A :class:`Timer` wraps one :class:`~benchmarks.common.Operation`. ``warm_up()`` calls it
+once cold, then for ``Settings.warmup_s`` (at least once more), and from those calls
+picks how many calls one repetition makes so that it lasts about ``Settings.target_s``.
+``repetition()`` then times that many calls with :func:`time.perf_counter_ns`. The
+runner interleaves the repetitions of all implementations of a case (A B C A B C ...) so
+that a slow drift of the machine or the database touches every column alike.
 
 Figures are per operation: the time of a repetition divided by the operations it did
 (``calls * ops_per_call``). The reported figure is the median over repetitions,
@@ -14,6 +14,7 @@ with the minimum, maximum and interquartile range beside it.
 
 from __future__ import annotations
 
+import inspect
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -34,7 +35,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(repeat=3, target_s=0.012, warmup_s=0.006)
+        return cls(repeat=3, target_s=0.02, warmup_s=0.01)
 
 
 @dataclass(frozen=True)
@@ -84,26 +85,26 @@ class Timer:
     def __init__(self, op: Operation, settings: Settings) -> None:
         self.op = op
         self.settings = settings
+        # A CPU-only operation (a permission decision) is a plain function, called
+        # without a coroutine around it.
+        self._sync = not inspect.iscoroutinefunction(op.fn)
         self.calls_per_rep = 1
         self.calls_done = 0
         self._per_op_us: list[float] = []
 
     async def warm_up(self) -> None:
-        fn = self.op.fn
+        """One cold call, then calls for ``warmup_s`` (at least one) to calibrate on."""
         s = self.settings
         budget = self.op.max_calls
-        calls = 0
-        start = time.perf_counter_ns()
-        deadline = start + int(s.warmup_s * 1e9)
+        await self._run(1)
+        calls, elapsed = 1, 0
+        limit = int(s.warmup_s * 1e9)
         while True:
-            await fn()
+            elapsed += await self._run(1)
             calls += 1
-            now = time.perf_counter_ns()
-            if calls >= 2 and now >= deadline:
+            if elapsed >= limit or (budget is not None and calls >= max(2, budget // 10)):
                 break
-            if budget is not None and calls >= max(2, budget // 10):
-                break
-        per_call_s = (now - start) / 1e9 / calls
+        per_call_s = elapsed / 1e9 / (calls - 1)
         self.calls_done = calls
         n = max(1, min(s.max_calls_per_rep, round(s.target_s / per_call_s)))
         if budget is not None:
@@ -111,13 +112,22 @@ class Timer:
             n = max(1, min(n, (budget - calls) // s.repeat))
         self.calls_per_rep = n
 
-    async def repetition(self) -> None:
+    async def _run(self, n: int) -> int:
+        """Call the operation ``n`` times; return the nanoseconds it took."""
         fn = self.op.fn
-        n = self.calls_per_rep
+        if self._sync:
+            start = time.perf_counter_ns()
+            for _ in range(n):
+                fn()
+            return time.perf_counter_ns() - start
         start = time.perf_counter_ns()
         for _ in range(n):
-            await fn()
-        elapsed = time.perf_counter_ns() - start
+            await fn()  # type: ignore[misc]
+        return time.perf_counter_ns() - start
+
+    async def repetition(self) -> None:
+        n = self.calls_per_rep
+        elapsed = await self._run(n)
         self.calls_done += n
         self._per_op_us.append(elapsed / 1e3 / (n * self.op.ops_per_call))
 

@@ -112,7 +112,7 @@ class CoreImpl(Implementation):
             async with engine.begin() as conn:
                 return await conn.execute(insert(users), params)
 
-        return Operation(op, rows_written=BATCH_SIZE, note="Core executemany")
+        return Operation(op, rows_written=BATCH_SIZE)
 
     async def find_all(self, data: Dataset) -> Operation:
         engine = self.engine

@@ -124,7 +124,7 @@ class OrmImpl(Implementation):
                 await session.commit()
             return users
 
-        return Operation(op, rows_written=BATCH_SIZE, note="ORM add_all + commit")
+        return Operation(op, rows_written=BATCH_SIZE)
 
     async def find_all(self, data: Dataset) -> Operation:
         sessions = self.sessions

@@ -66,9 +66,12 @@ def tortoise_config(backend: Backend) -> dict[str, Any]:
                 "maxsize": POOL_SIZE,
             },
         }
+    # Tortoise caches generated SQL per (connection name, table): a name per backend
+    # keeps SQLite's "?" placeholders out of PostgreSQL's queries.
+    name = f"bench_{backend.name}"
     return {
-        "connections": {"default": connection},
-        "apps": {"bench": {"models": [__name__], "default_connection": "default"}},
+        "connections": {name: connection},
+        "apps": {"bench": {"models": [__name__], "default_connection": name}},
         "use_tz": False,
     }
 
@@ -138,7 +141,7 @@ class TortoiseImpl(Implementation):
             async with in_transaction():
                 return await TortoiseUser.bulk_create(users)
 
-        return Operation(op, rows_written=BATCH_SIZE, note="Tortoise bulk_create")
+        return Operation(op, rows_written=BATCH_SIZE)
 
     async def find_all(self, data: Dataset) -> Operation:
         async def op() -> object:

@@ -8,19 +8,16 @@ share a transaction with).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
-import decimal
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from .entity import metadata
 from .errors import ValidationError
-from .fieldtypes import UTCDateTime
+from .fieldtypes import UTCDateTime, jsonable
 
 __all__ = [
     "AUDIT_COLUMNS",
@@ -37,8 +34,12 @@ OUTCOMES = ("ok", "denied", "error")
 audit_table = sa.Table(
     "dbnexus_audit",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
-              autoincrement=True),
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("ts", UTCDateTime(), nullable=False),
     sa.Column("user_id", sa.String(255), nullable=False),
     sa.Column("domain", sa.String(255), nullable=True),
@@ -53,8 +54,17 @@ audit_table = sa.Table(
 )
 
 #: column order of audit rows as the session builds them (id is generated)
-AUDIT_COLUMNS = ("ts", "user_id", "domain", "action", "table_name", "record_id", "outcome",
-                 "changes", "tags")
+AUDIT_COLUMNS = (
+    "ts",
+    "user_id",
+    "domain",
+    "action",
+    "table_name",
+    "record_id",
+    "outcome",
+    "changes",
+    "tags",
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,23 +82,6 @@ class AuditRecord:
     changes: Any
     tags: list[str]
     shard: str | None = None
-
-
-def jsonable(value: Any) -> Any:
-    """A JSON-friendly form of a column value for the ``changes`` column."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal | uuid.UUID):
-        return str(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return repr(value)
 
 
 def record_id_text(value: Any) -> str | None:
@@ -109,8 +102,12 @@ def audit_query(
     """SELECT audit rows matching the filters, newest first."""
     t = audit_table
     stmt = sa.select(*t.c)
-    for col, value in (("user_id", user_id), ("table_name", table), ("action", action),
-                       ("outcome", outcome)):
+    for col, value in (
+        ("user_id", user_id),
+        ("table_name", table),
+        ("action", action),
+        ("outcome", outcome),
+    ):
         if value is not None:
             if not isinstance(value, str):
                 raise ValidationError(f"audit_log {col} must be a str, got {value!r}")
@@ -132,17 +129,30 @@ def audit_query(
 
 def insert_plan(compiler: Any) -> Any:
     """The compiled single-row audit INSERT for a :class:`~dbnexus.statements.Compiler`."""
-    return compiler.cached(("audit_insert",), lambda: sa.insert(audit_table).values({
-        c: sa.bindparam(f"p{i}", type_=audit_table.c[c].type)
-        for i, c in enumerate(AUDIT_COLUMNS)
-    }))
+    return compiler.cached(
+        ("audit_insert",),
+        lambda: sa.insert(audit_table).values(
+            {
+                c: sa.bindparam(f"p{i}", type_=audit_table.c[c].type)
+                for i, c in enumerate(AUDIT_COLUMNS)
+            }
+        ),
+    )
 
 
 def to_record(row: Sequence[Any] | Any, shard: str | None = None) -> AuditRecord:
     """An :class:`AuditRecord` from a row of :func:`audit_query`."""
     m = row._mapping
     return AuditRecord(
-        id=m["id"], ts=m["ts"], user_id=m["user_id"], domain=m["domain"], action=m["action"],
-        table_name=m["table_name"], record_id=m["record_id"], outcome=m["outcome"],
-        changes=m["changes"], tags=list(m["tags"] or []), shard=shard,
+        id=m["id"],
+        ts=m["ts"],
+        user_id=m["user_id"],
+        domain=m["domain"],
+        action=m["action"],
+        table_name=m["table_name"],
+        record_id=m["record_id"],
+        outcome=m["outcome"],
+        changes=m["changes"],
+        tags=list(m["tags"] or []),
+        shard=shard,
     )

@@ -92,7 +92,7 @@ class AsyncpgDriver(Driver):
     def translate(self, exc: BaseException) -> DatabaseError | None:
         if isinstance(exc, self._integrity):
             return IntegrityError(f"constraint violated: {exc}", exc)
-        if isinstance(exc, self._errors | OSError):
+        if isinstance(exc, (*self._errors, OSError)):
             return DatabaseError(f"postgresql error: {exc}", exc)
         return None
 
@@ -158,7 +158,7 @@ class AiomysqlDriver(Driver):
     def translate(self, exc: BaseException) -> DatabaseError | None:
         if isinstance(exc, self._integrity):
             return IntegrityError(f"constraint violated: {exc}", exc)
-        if isinstance(exc, self._errors | OSError):
+        if isinstance(exc, (*self._errors, OSError)):
             return DatabaseError(f"mysql error: {exc}", exc)
         return None
 
@@ -223,8 +223,13 @@ _DRIVERS: dict[str, tuple[type[Driver], str, str]] = {
     "aiosqlite": (AiosqliteDriver, "aiosqlite", "sqlite"),
 }
 # URL schemes without a driver name, and the async driver dbnexus uses for them
-DEFAULT_DRIVERS = {"postgresql": "asyncpg", "postgres": "asyncpg", "mysql": "aiomysql",
-                   "mariadb": "aiomysql", "sqlite": "aiosqlite"}
+DEFAULT_DRIVERS = {
+    "postgresql": "asyncpg",
+    "postgres": "asyncpg",
+    "mysql": "aiomysql",
+    "mariadb": "aiomysql",
+    "sqlite": "aiosqlite",
+}
 
 
 def require_driver(driver: str) -> None:

@@ -84,15 +84,17 @@ class ResultCache:
             return None
         return st
 
-    def put_row(self, table: Hashable, pk: Hashable, row: Any,
-                token: tuple[int, int] | None) -> None:
+    def put_row(
+        self, table: Hashable, pk: Hashable, row: Any, token: tuple[int, int] | None
+    ) -> None:
         """Store a row unless a write touched ``table`` since ``token`` was taken."""
         st = self._valid(table, token)
         if st is not None and row is not None:
             self._data[(table, st.rowgen, pk)] = row  # type: ignore[index]
 
-    def put_query(self, table: Hashable, key: Hashable, result: Any,
-                  token: tuple[int, int] | None) -> None:
+    def put_query(
+        self, table: Hashable, key: Hashable, result: Any, token: tuple[int, int] | None
+    ) -> None:
         """Store a query result unless a write touched ``table`` since ``token``."""
         st = self._valid(table, token)
         if st is not None and result is not None:

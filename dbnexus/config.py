@@ -58,8 +58,12 @@ class PoolSettings:
             v = getattr(self, name)
             if v is None and name in ("idle_timeout", "max_lifetime"):
                 continue
-            if (not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v)
-                    or v <= 0):
+            if (
+                not isinstance(v, int | float)
+                or isinstance(v, bool)
+                or not math.isfinite(v)
+                or v <= 0
+            ):
                 raise ConfigError(f"{name} must be a positive number of seconds, got {v!r}")
 
     @classmethod

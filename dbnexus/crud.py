@@ -26,17 +26,25 @@ async def _find_by_id(cls: type[T], session: DbSession, id: Any, **kw: Any) -> T
     return await session.find_by_id(cls, id, **kw)
 
 
-async def _find_all(cls: type[T], session: DbSession, *,
-                    where: Mapping[str, Any] | Q | None = None,
-                    order_by: str | Sequence[str] | None = None, limit: int | None = None,
-                    offset: int | None = None, **kw: Any) -> list[T]:
+async def _find_all(
+    cls: type[T],
+    session: DbSession,
+    *,
+    where: Mapping[str, Any] | Q | None = None,
+    order_by: str | Sequence[str] | None = None,
+    limit: int | None = None,
+    offset: int | None = None,
+    **kw: Any,
+) -> list[T]:
     """Rows matching ``where`` in ``order_by`` order, windowed by ``limit``/``offset``."""
-    return await session.find_all(cls, where=where, order_by=order_by, limit=limit,
-                                  offset=offset, **kw)
+    return await session.find_all(
+        cls, where=where, order_by=order_by, limit=limit, offset=offset, **kw
+    )
 
 
-async def _count(cls: type, session: DbSession, *,
-                 where: Mapping[str, Any] | Q | None = None, **kw: Any) -> int:
+async def _count(
+    cls: type, session: DbSession, *, where: Mapping[str, Any] | Q | None = None, **kw: Any
+) -> int:
     """How many rows match ``where``."""
     return await session.count(cls, where=where, **kw)
 
@@ -47,8 +55,7 @@ async def _insert(cls: type[T], session: DbSession, obj: T, **kw: Any) -> T:
     return await session.insert(obj, **kw)
 
 
-async def _insert_batch(cls: type[T], session: DbSession, objs: Sequence[T],
-                        **kw: Any) -> list[T]:
+async def _insert_batch(cls: type[T], session: DbSession, objs: Sequence[T], **kw: Any) -> list[T]:
     """Insert many objects in one round trip."""
     for obj in objs:
         _check_type(cls, obj)
@@ -66,6 +73,46 @@ async def _delete(cls: type, session: DbSession, id: Any, **kw: Any) -> None:
     await session.delete(cls, id, **kw)
 
 
+async def _find_page(cls: type[T], session: DbSession, **kw: Any) -> Any:
+    """One page of a keyset walk: ``Page(items, next_cursor)``."""
+    return await session.find_page(cls, **kw)
+
+
+async def _update_batch(cls: type[T], session: DbSession, objs: Sequence[T], **kw: Any) -> list[T]:
+    """Update many objects in one transaction."""
+    for obj in objs:
+        _check_type(cls, obj)
+    return await session.update_batch(objs, **kw)
+
+
+async def _update_where(
+    cls: type,
+    session: DbSession,
+    where: Mapping[str, Any] | Q,
+    values: Mapping[str, Any],
+    **kw: Any,
+) -> int:
+    """Set ``values`` on every matching row; returns the row count."""
+    return await session.update_where(cls, where, values, **kw)
+
+
+async def _delete_where(
+    cls: type, session: DbSession, where: Mapping[str, Any] | Q, **kw: Any
+) -> int:
+    """Delete every matching row; returns the row count."""
+    return await session.delete_where(cls, where, **kw)
+
+
+async def _restore(cls: type[T], session: DbSession, id: Any, **kw: Any) -> T:
+    """Bring back a soft-deleted row."""
+    return await session.restore(cls, id, **kw)
+
+
+async def _purge(cls: type, session: DbSession, id: Any, **kw: Any) -> None:
+    """Remove a soft-deleted entity's row for good."""
+    await session.purge(cls, id, **kw)
+
+
 def _check_type(cls: type, obj: Any) -> None:
     if not isinstance(obj, cls):
         from .errors import ValidationError
@@ -81,13 +128,21 @@ _METHODS = {
     "insert_batch": _insert_batch,
     "update": _update,
     "delete": _delete,
+    "find_page": _find_page,
+    "update_batch": _update_batch,
+    "update_where": _update_where,
+    "delete_where": _delete_where,
+    "restore": _restore,
+    "purge": _purge,
 }
 
 
 def crud(cls: type[T]) -> type[T]:
     """Give an ``@entity`` class CRUD classmethods taking a session first.
 
-    ``find_by_id, find_all, count, insert, insert_batch, update, delete``.
+    ``find_by_id, find_all, find_page, count, insert, insert_batch, update,
+    update_batch, update_where, delete, delete_where`` and, for soft-delete
+    entities, ``restore`` and ``purge``.
     Apply it above ``@entity``::
 
         @crud

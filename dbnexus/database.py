@@ -46,8 +46,9 @@ class Connection:
 class Database:
     """An engine plus what dbnexus needs to run SQL on it fast."""
 
-    def __init__(self, name: str, engine: AsyncEngine, driver: Driver,
-                 settings: PoolSettings, memory: bool) -> None:
+    def __init__(
+        self, name: str, engine: AsyncEngine, driver: Driver, settings: PoolSettings, memory: bool
+    ) -> None:
         self.name = name
         self.engine = engine
         self.driver = driver
@@ -65,8 +66,9 @@ class Database:
         return max(1, min(1000, self.max_params // max(1, width)))
 
     @classmethod
-    async def open(cls, name: str, url: Any, settings: PoolSettings, *,
-                   echo: bool = False) -> Database:
+    async def open(
+        cls, name: str, url: Any, settings: PoolSettings, *, echo: bool = False
+    ) -> Database:
         """Create the engine, check the server answers, and warm up the pool."""
         parsed = parse_url(url)
         backend = parsed.get_backend_name()
@@ -102,7 +104,8 @@ class Database:
             if isinstance(exc, Exception):
                 raise DatabaseError(
                     f"cannot connect to database {name!r} "
-                    f"({parsed.render_as_string(hide_password=True)}): {exc}", exc
+                    f"({parsed.render_as_string(hide_password=True)}): {exc}",
+                    exc,
                 ) from exc
             raise
         return db
@@ -130,7 +133,8 @@ class Database:
         """Borrow a connection, waiting at most ``acquire_timeout`` seconds."""
         if self._serial is not None:
             try:
-                await asyncio.wait_for(self._serial.acquire(), self.settings.acquire_timeout)
+                async with asyncio.timeout(self.settings.acquire_timeout):
+                    await self._serial.acquire()
             except TimeoutError:
                 raise self._timeout() from None
         try:
@@ -202,6 +206,7 @@ def _install_pool_events(engine: AsyncEngine, settings: PoolSettings, *, wal: bo
     idle = settings.idle_timeout
 
     if wal:
+
         @event.listens_for(engine.sync_engine, "connect")
         def _wal(dbapi_conn: Any, record: Any) -> None:
             # readers do not block the writer (and vice versa) in WAL mode

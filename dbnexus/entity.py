@@ -139,8 +139,9 @@ class IndexSpec:
     where: Mapping[str, Any] | None = None
 
 
-def index(name: str, *columns: str, unique: bool = False,
-          where: Mapping[str, Any] | None = None) -> IndexSpec:
+def index(
+    name: str, *columns: str, unique: bool = False, where: Mapping[str, Any] | None = None
+) -> IndexSpec:
     """Declare a single, composite or conditional index for ``@entity(indexes=[...])``.
 
     ``where`` holds equality conditions (``{"status": "active"}``) and makes a
@@ -215,6 +216,7 @@ class EntityInfo:
     relations: dict[str, Relation]
     references: dict[str, str]  # relation name (field name without _id) -> fk field
     has_dict: bool
+    deleted_index: int  # position of deleted_at (-1 without soft delete)
 
     def values_of(self, obj: Any) -> tuple[Any, ...]:
         """The column values of ``obj`` in declaration order."""
@@ -354,8 +356,11 @@ def _build_entity(
         _field_info(f, hints.get(f.name, f.type), table_name, system)
         for f in dataclasses.fields(cls)  # type: ignore[arg-type]
     )
-    fields += tuple(_field_info_for_plain_attr(cls, n, table_name) for n in system
-                    if n not in {f.name for f in fields})
+    fields += tuple(
+        _field_info_for_plain_attr(cls, n, table_name)
+        for n in system
+        if n not in {f.name for f in fields}
+    )
     pks = [f for f in fields if f.primary_key]
     if len(pks) != 1:
         what = "no primary key" if not pks else f"{len(pks)} primary keys"
@@ -371,7 +376,8 @@ def _build_entity(
     table_obj = _make_table(md, table_name, fields, indexes, by_name, cls.__name__)
     references = {
         f.name[:-3] if f.name.endswith("_id") else f.name: f.name
-        for f in fields if f.references is not None
+        for f in fields
+        if f.references is not None
     }
     info = EntityInfo(
         cls=cls,
@@ -388,6 +394,7 @@ def _build_entity(
         relations=relations,
         references=references,
         has_dict="__slots__" not in cls.__dict__,
+        deleted_index=[f.name for f in fields].index("deleted_at") if soft_delete else -1,
     )
     cls.__dbnexus__ = info  # type: ignore[attr-defined]
     return cls
@@ -415,10 +422,9 @@ def _add_system_fields(cls: type, timestamps: bool, soft_delete: bool) -> tuple[
         names += _SYSTEM_FIELDS["timestamps"]
     if soft_delete:
         names += _SYSTEM_FIELDS["soft_delete"]
-    annotations = cls.__dict__.get("__annotations__")
-    if annotations is None:
-        annotations = {}
-        cls.__annotations__ = annotations
+    if "__annotations__" not in cls.__dict__:
+        cls.__annotations__ = {}
+    annotations = cls.__annotations__
     for n in names:
         if n in annotations:
             raise ValidationError(
@@ -479,8 +485,9 @@ def _make_field(
         raise ValidationError(f"field {name!r}: max_length applies to str and bytes only")
     autoincrement = opts.primary_key and pytype is int and opts.autoincrement is not False
     keyed = opts.primary_key or opts.unique or opts.index or opts.references is not None
-    sqltype = sql_type_for(pytype, max_length=opts.max_length, keyed=keyed,
-                           precision=opts.precision, scale=opts.scale)
+    sqltype = sql_type_for(
+        pytype, max_length=opts.max_length, keyed=keyed, precision=opts.precision, scale=opts.scale
+    )
     args: list[Any] = []
     if opts.references is not None:
         target = entity_info(opts.references)
@@ -490,13 +497,15 @@ def _make_field(
                 f"field {name!r} references {target.cls.__name__} whose primary key is "
                 f"{target.pk.pytype.__name__}, not {pytype.__name__}"
             )
+    # created_at/updated_at are always written by dbnexus: NOT NULL lets them order pages
+    not_null = opts.primary_key or (system and name != "deleted_at")
     column = sa.Column(
         name,
         sqltype,
         *args,
         primary_key=opts.primary_key,
         autoincrement=autoincrement if opts.primary_key else False,
-        nullable=nullable and not opts.primary_key,
+        nullable=nullable and not not_null,
         unique=opts.unique or None,
         index=opts.index or None,
     )
@@ -527,6 +536,18 @@ def _make_table(
         # re-declaring (module reload, notebooks): the newest declaration wins
         md.remove(md.tables[name])
     table = sa.Table(name, md, *[f.column for f in fields])
+    try:
+        _add_indexes(table, indexes, by_name, cls_name)
+    except BaseException:
+        # a rejected declaration must not leave its table behind for migrate()
+        md.remove(table)
+        raise
+    return table
+
+
+def _add_indexes(
+    table: sa.Table, indexes: tuple[IndexSpec, ...], by_name: dict[str, FieldInfo], cls_name: str
+) -> None:
     for spec in indexes:
         cols = []
         for c in spec.columns:
@@ -535,16 +556,19 @@ def _make_table(
             cols.append(table.c[c])
         kw: dict[str, Any] = {}
         if spec.where:
-            cond = sa.and_(*[
-                table.c[by_name[k].name] == sa.literal(v, type_=by_name[k].column.type)
-                if k in by_name else _bad_index_field(cls_name, spec.name, k)
-                for k, v in spec.where.items()
-            ])
+            cond = sa.and_(
+                *[
+                    table.c[by_name[k].name] == sa.literal(v, type_=by_name[k].column.type)
+                    if k in by_name
+                    else _bad_index_field(cls_name, spec.name, k)
+                    for k, v in spec.where.items()
+                ]
+            )
             kw = {"postgresql_where": cond, "sqlite_where": cond}
         sa.Index(spec.name, *cols, unique=spec.unique, **kw)
-    return table
 
 
 def _bad_index_field(cls_name: str, index_name: str, field_name: str) -> Any:
-    raise ValidationError(f"{cls_name}: index {index_name!r} condition names unknown field "
-                          f"{field_name!r}")
+    raise ValidationError(
+        f"{cls_name}: index {index_name!r} condition names unknown field {field_name!r}"
+    )

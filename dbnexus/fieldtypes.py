@@ -6,12 +6,13 @@ and to validate values before anything is sent.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import decimal
 import types
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,11 +21,23 @@ from sqlalchemy.types import TypeDecorator
 
 from .errors import ValidationError
 
-__all__ = ["UTCDateTime", "python_type_of", "sql_type_for", "value_checker"]
+__all__ = ["UTCDateTime", "jsonable", "python_type_of", "sql_type_for", "value_checker"]
 
 NoneType = type(None)
-SUPPORTED = (int, str, float, bool, bytes, dt.datetime, dt.date, dt.time, decimal.Decimal,
-             uuid.UUID, dict, list)
+SUPPORTED = (
+    int,
+    str,
+    float,
+    bool,
+    bytes,
+    dt.datetime,
+    dt.date,
+    dt.time,
+    decimal.Decimal,
+    uuid.UUID,
+    dict,
+    list,
+)
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -130,18 +143,23 @@ def value_checker(
         raise ValidationError(f"field {name!r}: {why} (got {type(value).__name__} {value!r:.80})")
 
     if pytype is int:
+
         def ok_type(v: Any) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
     elif pytype is float:
+
         def ok_type(v: Any) -> bool:
             return isinstance(v, int | float) and not isinstance(v, bool)
     elif pytype is dt.date:
+
         def ok_type(v: Any) -> bool:
             return isinstance(v, dt.date) and not isinstance(v, dt.datetime)
     elif pytype is decimal.Decimal:
+
         def ok_type(v: Any) -> bool:
             return isinstance(v, decimal.Decimal | int) and not isinstance(v, bool)
     else:
+
         def ok_type(v: Any) -> bool:
             return isinstance(v, pytype)
 
@@ -158,3 +176,20 @@ def value_checker(
             fail(value, f"longer than max_length={max_length}")
 
     return check
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-friendly form of a column value for the ``changes`` column."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return repr(value)

@@ -21,8 +21,25 @@ __all__ = ["Metrics", "OpMetrics"]
 
 log = logging.getLogger(__name__)
 
-_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-            0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 class OpMetrics:
@@ -42,8 +59,9 @@ class _LiveCollector:
     """Reads gauges from callbacks at scrape time."""
 
     def __init__(self) -> None:
-        self.gauges: list[tuple[str, str, Callable[[], Iterable[tuple[tuple[str, ...], float]]],
-                                tuple[str, ...]]] = []
+        self.gauges: list[
+            tuple[str, str, Callable[[], Iterable[tuple[tuple[str, ...], float]]], tuple[str, ...]]
+        ] = []
 
     def collect(self) -> Iterable[Metric]:
         for name, doc, read, labels in self.gauges:
@@ -63,23 +81,36 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.operations = Counter(
-            "dbnexus_operations", "Operations by table, action and outcome (ok, denied, error).",
-            ["table", "action", "outcome"], registry=r)
+            "dbnexus_operations",
+            "Operations by table, action and outcome (ok, denied, error).",
+            ["table", "action", "outcome"],
+            registry=r,
+        )
         self.duration = Histogram(
-            "dbnexus_operation_duration_seconds", "Operation latency in seconds.",
-            ["table", "action"], buckets=_BUCKETS, registry=r)
-        self.cache_hits = Counter("dbnexus_cache_hits", "Reads served from the cache.",
-                                  ["table"], registry=r)
-        self.cache_misses = Counter("dbnexus_cache_misses", "Cacheable reads not in the cache.",
-                                    ["table"], registry=r)
+            "dbnexus_operation_duration_seconds",
+            "Operation latency in seconds.",
+            ["table", "action"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.cache_hits = Counter(
+            "dbnexus_cache_hits", "Reads served from the cache.", ["table"], registry=r
+        )
+        self.cache_misses = Counter(
+            "dbnexus_cache_misses", "Cacheable reads not in the cache.", ["table"], registry=r
+        )
         self.permission_denied = Counter(
-            "dbnexus_permission_denied", "Operations refused by the permission policy.",
-            ["table", "action"], registry=r)
-        self.shard_operations = Counter("dbnexus_shard_operations",
-                                        "Operations sent to each shard.", ["shard"], registry=r)
-        self.signal_callbacks = Counter("dbnexus_signal_callbacks",
-                                        "Signal callbacks run, by outcome.", ["outcome"],
-                                        registry=r)
+            "dbnexus_permission_denied",
+            "Operations refused by the permission policy.",
+            ["table", "action"],
+            registry=r,
+        )
+        self.shard_operations = Counter(
+            "dbnexus_shard_operations", "Operations sent to each shard.", ["shard"], registry=r
+        )
+        self.signal_callbacks = Counter(
+            "dbnexus_signal_callbacks", "Signal callbacks run, by outcome.", ["outcome"], registry=r
+        )
         self._live = _LiveCollector()
         r.register(self._live)
         self._ops: dict[tuple[str, str], OpMetrics] = {}
@@ -114,9 +145,13 @@ class Metrics:
             c = self._shards[name] = self.shard_operations.labels(name)
         return c
 
-    def add_gauge(self, name: str, doc: str,
-                  read: Callable[[], Iterable[tuple[tuple[str, ...], float]]],
-                  labels: tuple[str, ...] = ()) -> None:
+    def add_gauge(
+        self,
+        name: str,
+        doc: str,
+        read: Callable[[], Iterable[tuple[tuple[str, ...], float]]],
+        labels: tuple[str, ...] = (),
+    ) -> None:
         """A gauge whose values ``read()`` returns at scrape time."""
         self._live.gauges.append((name, doc, read, labels))
 
@@ -138,15 +173,22 @@ class Metrics:
             path = line[1].split(b"?", 1)[0] if len(line) > 1 else b""
             if len(line) > 1 and line[0] in (b"GET", b"HEAD") and path in (b"/metrics", b"/"):
                 body = self.render()
-                head = (f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE_LATEST}\r\n"
-                        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+                head = (
+                    f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE_LATEST}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                )
                 writer.write(head.encode() + (body if line[0] == b"GET" else b""))
             else:
-                writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
-                             b"Connection: close\r\n\r\n")
+                writer.write(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
             await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError,
-                asyncio.LimitOverrunError):
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            asyncio.LimitOverrunError,
+        ):
             pass
         except Exception:
             log.exception("error serving /metrics")

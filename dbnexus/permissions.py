@@ -132,6 +132,8 @@ class _PolicyFileAdapter(FileAdapter):
     """casbin's FileAdapter that validates lines on load and never writes on add/remove."""
 
     def load_policy(self, model: Model) -> None:
+        if not os.path.isfile(self._file_path):
+            raise ConfigError(f"the Casbin policy file {self._file_path!r} does not exist")
         super().load_policy(model)
         # Raising here, before casbin swaps in the new model, keeps the old policy live.
         _check_policy_lines(model)
@@ -621,7 +623,7 @@ class Permissions:
 
     @property
     def version(self) -> int:
-        """A counter that increases on every policy change (and reload)."""
+        """A counter that increases on every policy change, reload and invalidate."""
         return self._version
 
     @property

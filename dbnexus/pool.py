@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,9 @@ from .database import Database
 from .entity import EntityInfo, entity_info, metadata
 from .errors import ConfigError
 from .metrics import Metrics, OpMetrics
+from .progress import Progress
 from .session import DbSession
+from .signals import DatabaseEvent, SignalConfig, Signals
 
 if TYPE_CHECKING:
     from .permissions import Permissions
@@ -40,8 +43,17 @@ class DbPool:
     with :meth:`session`; close it with :meth:`close` (or ``async with``).
     """
 
-    def __init__(self, databases: dict[str, Database], *, permissions: Permissions | None,
-                 cache: ResultCache, metrics: Metrics, audit_reads: bool) -> None:
+    def __init__(
+        self,
+        databases: dict[str, Database],
+        *,
+        permissions: Permissions | None,
+        cache: ResultCache,
+        metrics: Metrics,
+        audit_reads: bool,
+        signals: SignalConfig | None = None,
+        cursor_secret: bytes | None = None,
+    ) -> None:
         self._dbs = databases
         self._default = next(iter(databases.values()))
         self._permissions = permissions
@@ -51,16 +63,24 @@ class DbPool:
         self.audit_reads = audit_reads
         self._ops: dict[tuple[str, str], OpMetrics] = {}
         self._closed = False
-        self._has_listeners = False
-        metrics.add_gauge("dbnexus_pool_connections_in_use",
-                          "Connections currently borrowed by operations.",
-                          lambda: [((name,), db.in_use) for name, db in self._dbs.items()],
-                          ("database",))
-        metrics.add_gauge("dbnexus_pool_connections_open", "Connections currently open.",
-                          lambda: [((name,), db.pool_size) for name, db in self._dbs.items()],
-                          ("database",))
-        metrics.add_gauge("dbnexus_cache_entries", "Entries in the result cache.",
-                          lambda: [((), len(self.cache))])
+        callbacks = metrics.signal_callbacks
+        self.signals = Signals(signals, lambda outcome: callbacks.labels(outcome).inc())
+        self.cursor_key = cursor_secret or os.urandom(32)
+        metrics.add_gauge(
+            "dbnexus_pool_connections_in_use",
+            "Connections currently borrowed by operations.",
+            lambda: [((name,), db.in_use) for name, db in self._dbs.items()],
+            ("database",),
+        )
+        metrics.add_gauge(
+            "dbnexus_pool_connections_open",
+            "Connections currently open.",
+            lambda: [((name,), db.pool_size) for name, db in self._dbs.items()],
+            ("database",),
+        )
+        metrics.add_gauge(
+            "dbnexus_cache_entries", "Entries in the result cache.", lambda: [((), len(self.cache))]
+        )
 
     @classmethod
     async def connect(
@@ -78,6 +98,8 @@ class DbPool:
         max_lifetime: float | None = 3600.0,
         audit_reads: bool = False,
         registry: CollectorRegistry | None = None,
+        signals: SignalConfig | None = None,
+        cursor_secret: bytes | str | None = None,
         echo: bool = False,
     ) -> DbPool:
         """Open a pool on ``url`` (``sqlite+aiosqlite:///app.db``, ``postgresql+asyncpg://...``,
@@ -89,6 +111,9 @@ class DbPool:
             min_connections ... max_lifetime: see :class:`~dbnexus.config.PoolSettings`.
             audit_reads: also write an audit row for every read.
             registry: a Prometheus registry to use instead of a fresh one.
+            signals: limits of the signal system (``pool.signals``).
+            cursor_secret: key that signs pagination cursors; give the same one to every
+                process that must accept the others' cursors (default: random per pool).
             echo: log the SQL SQLAlchemy runs (DDL, audit queries).
 
         Raises:
@@ -98,17 +123,28 @@ class DbPool:
         if url is None:
             raise ConfigError("DbPool.connect needs a database URL")
         settings = PoolSettings(
-            min_connections=min_connections, max_connections=max_connections,
-            connect_timeout=connect_timeout, acquire_timeout=acquire_timeout,
-            idle_timeout=idle_timeout, max_lifetime=max_lifetime,
+            min_connections=min_connections,
+            max_connections=max_connections,
+            connect_timeout=connect_timeout,
+            acquire_timeout=acquire_timeout,
+            idle_timeout=idle_timeout,
+            max_lifetime=max_lifetime,
         )
         cache = _make_cache(cache_ttl, cache_maxsize)
         if permissions is not None and not hasattr(permissions, "check"):
             raise ConfigError(
-                f"permissions must be a dbnexus.Permissions, got {type(permissions).__name__}")
+                f"permissions must be a dbnexus.Permissions, got {type(permissions).__name__}"
+            )
         db = await Database.open("default", url, settings, echo=echo)
-        return cls({"default": db}, permissions=permissions, cache=cache,
-                   metrics=Metrics(registry), audit_reads=audit_reads)
+        return cls(
+            {"default": db},
+            permissions=permissions,
+            cache=cache,
+            metrics=Metrics(registry),
+            audit_reads=audit_reads,
+            signals=signals,
+            cursor_secret=_secret(cursor_secret),
+        )
 
     # --------------------------------------------------------------- services
 
@@ -128,8 +164,9 @@ class DbPool:
     def databases(self) -> dict[str, Database]:
         return dict(self._dbs)
 
-    def session(self, user_id: str, *, domain: str | None = None,
-                tags: Sequence[str] | None = None) -> DbSession:
+    def session(
+        self, user_id: str, *, domain: str | None = None, tags: Sequence[str] | None = None
+    ) -> DbSession:
         """A session for ``user_id`` (and ``domain`` for domain-aware policies)."""
         if self._closed:
             raise ConfigError("this pool is closed")
@@ -158,27 +195,43 @@ class DbPool:
 
     # ----------------------------------------------------------------- events
 
-    def _make_event(self, kind: str, table: str, record_id: Any, user_id: str,
-                    tags: tuple[str, ...], payload: Any, info: EntityInfo) -> Any:
-        raise NotImplementedError
+    @property
+    def _has_listeners(self) -> bool:
+        return self.signals.active
 
-    def _emit(self, events: list[Any]) -> None:
-        pass
+    def _emit(self, events: list[DatabaseEvent]) -> None:
+        self.signals.emit(events)
 
     # ------------------------------------------------------------------ admin
 
-    async def migrate(self, entities: Iterable[type] | None = None) -> None:
+    async def migrate(
+        self, entities: Iterable[type] | None = None, *, progress: bool | None = False
+    ) -> None:
         """Create the tables of every declared entity and the audit table (idempotent).
 
-        ``entities`` limits it to those classes (and the audit table).
+        ``entities`` limits it to those classes (and the audit table). With
+        ``progress=True`` (or None: when stderr is a terminal) a progress bar
+        counts databases and tables.
         """
         if entities is None:
             tables = list(metadata.sorted_tables)
         else:
-            tables = [entity_info(e).table for e in entities] + [audit_table]
-        for db in self._dbs.values():
-            await db.run_sync(lambda conn: metadata.create_all(conn, tables=tables,
-                                                               checkfirst=True))
+            chosen = {entity_info(e).table for e in entities} | {audit_table}
+            # keep dependency order so foreign keys find their tables
+            tables = [t for t in metadata.sorted_tables if t in chosen]
+            tables += [t for t in chosen if t not in tables]
+        bar = Progress("migrate", len(tables) * len(self._dbs), enabled=progress)
+        try:
+            for name, db in self._dbs.items():
+
+                def create(conn: sa.Connection, name: str = name) -> None:
+                    for t in tables:
+                        t.create(conn, checkfirst=True)
+                        bar.advance(1, f"{name}: {t.name}")
+
+                await db.run_sync(create)
+        finally:
+            bar.close()
 
     async def audit_log(
         self,
@@ -192,8 +245,15 @@ class DbPool:
         limit: int | None = 100,
     ) -> list[AuditRecord]:
         """Audit records matching the filters, newest first."""
-        stmt = audit_query(user_id=user_id, table=table, action=action, outcome=outcome,
-                           record_id=record_id, since=since, limit=limit)
+        stmt = audit_query(
+            user_id=user_id,
+            table=table,
+            action=action,
+            outcome=outcome,
+            record_id=record_id,
+            since=since,
+            limit=limit,
+        )
         records: list[AuditRecord] = []
         for name, db in self._dbs.items():
             rows = await db.run_sync(lambda conn: conn.execute(stmt).fetchall())
@@ -214,6 +274,7 @@ class DbPool:
         if self._closed:
             return
         self._closed = True
+        await self.signals.close()
         await self.metrics.close()
         for db in self._dbs.values():
             await db.close()
@@ -227,6 +288,16 @@ class DbPool:
 
 def _deny(user_id: str, domain: str | None, table: str, action: str) -> bool:
     return False
+
+
+def _secret(value: bytes | str | None) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, bytes) or len(value) < 16:
+        raise ConfigError("cursor_secret must be at least 16 bytes")
+    return value
 
 
 def _make_cache(ttl: float, maxsize: int) -> ResultCache:

@@ -31,10 +31,24 @@ __all__ = [
     "select_statement",
 ]
 
-OPERATORS = frozenset({
-    "eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "like", "ilike",
-    "startswith", "contains", "is_null", "between",
-})
+OPERATORS = frozenset(
+    {
+        "eq",
+        "ne",
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "in",
+        "not_in",
+        "like",
+        "ilike",
+        "startswith",
+        "contains",
+        "is_null",
+        "between",
+    }
+)
 _STRING_OPS = frozenset({"like", "ilike", "startswith", "contains"})
 
 Shape = tuple[Any, ...]
@@ -76,7 +90,9 @@ class Q:
         if self.op == "not":
             return f"~{self.children[0]!r}"
         if self.children:
-            return "(" + f" {'&' if self.op == 'and' else '|'} ".join(map(repr, self.children)) + ")"
+            return (
+                "(" + f" {'&' if self.op == 'and' else '|'} ".join(map(repr, self.children)) + ")"
+            )
         return "Q(" + ", ".join(f"{k}={v!r}" for k, v in self.conds.items()) + ")"
 
 
@@ -95,8 +111,7 @@ def _split_key(key: str) -> tuple[str, str]:
     return key, "eq"
 
 
-def parse_where(info: EntityInfo, where: Mapping[str, Any] | Q | None,
-                values: list[Any]) -> Shape:
+def parse_where(info: EntityInfo, where: Mapping[str, Any] | Q | None, values: list[Any]) -> Shape:
     """Validate ``where`` and return its shape; append its values to ``values``.
 
     Raises ValidationError for unknown fields, operators or badly typed values.
@@ -149,8 +164,9 @@ def _parse_term(info: EntityInfo, key: Any, value: Any, values: list[Any]) -> Sh
         return (name, op, 2)
     if op in _STRING_OPS:
         if f.pytype is not str:
-            raise ValidationError(f"{key}: {op} applies to str fields, {name!r} is "
-                                  f"{f.pytype.__name__}")
+            raise ValidationError(
+                f"{key}: {op} applies to str fields, {name!r} is {f.pytype.__name__}"
+            )
         if not isinstance(value, str):
             raise ValidationError(f"{key}: expects a str, got {value!r:.80}")
         if op in ("startswith", "contains"):
@@ -210,8 +226,8 @@ class _Binds:
 
 def where_clause(info: EntityInfo, shape: Shape, binds: _Binds) -> sa.ColumnElement[bool]:
     """The Core expression for a where shape, with binds in parse order."""
-    op = shape[0]
-    if op in ("and", "or", "not"):
+    if len(shape) == 2:  # (op, children); leaves are (field, op, arity)
+        op = shape[0]
         parts = [where_clause(info, s, binds) for s in shape[1]]
         if op == "not":
             # two-valued logic: NOT keeps the rows where the condition is false or NULL
@@ -260,8 +276,9 @@ def _or_null(info: EntityInfo, name: str, cond: sa.ColumnElement[bool]) -> Any:
     return cond
 
 
-def _filtered(info: EntityInfo, stmt: Any, shape: Shape, binds: _Binds,
-              include_deleted: bool) -> Any:
+def _filtered(
+    info: EntityInfo, stmt: Any, shape: Shape, binds: _Binds, include_deleted: bool
+) -> Any:
     if shape:
         stmt = stmt.where(where_clause(info, shape, binds))
     if info.soft_delete and not include_deleted:
@@ -274,8 +291,8 @@ def select_statement(
     where: Shape,
     order: Shape,
     *,
-    limit: bool,
-    offset: bool,
+    limit: bool = False,
+    offset: bool = False,
     include_deleted: bool = False,
     for_update: bool = False,
 ) -> sa.Select[Any]:
@@ -283,10 +300,12 @@ def select_statement(
     binds = _Binds()
     stmt = _filtered(info, sa.select(*info.table.c), where, binds, include_deleted)
     if order:
-        stmt = stmt.order_by(*[
-            info.table.c[name].desc() if desc else info.table.c[name].asc()
-            for name, desc in order
-        ])
+        stmt = stmt.order_by(
+            *[
+                info.table.c[name].desc() if desc else info.table.c[name].asc()
+                for name, desc in order
+            ]
+        )
     if limit:
         stmt = stmt.limit(sa.bindparam(f"p{binds.n}", type_=sa.Integer()))
         binds.n += 1
@@ -298,9 +317,11 @@ def select_statement(
     return stmt
 
 
-def count_statement(info: EntityInfo, where: Shape, *,
-                    include_deleted: bool = False) -> sa.Select[Any]:
+def count_statement(
+    info: EntityInfo, where: Shape, *, include_deleted: bool = False
+) -> sa.Select[Any]:
     """SELECT count(*) under a where shape."""
     binds = _Binds()
-    return _filtered(info, sa.select(sa.func.count()).select_from(info.table), where, binds,
-                     include_deleted)
+    return _filtered(
+        info, sa.select(sa.func.count()).select_from(info.table), where, binds, include_deleted
+    )

@@ -17,22 +17,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .audit import AUDIT_COLUMNS, audit_table, insert_plan, jsonable, record_id_text
+import sqlalchemy as sa
+
+from .audit import AUDIT_COLUMNS, audit_table, insert_plan, record_id_text
 from .entity import EntityInfo, entity_info
 from .errors import (
     DbNexusError,
     NotFound,
     PermissionDenied,
+    PoolTimeout,
     ShardError,
     TransactionError,
     ValidationError,
 )
-from .query import Q, check_window, parse_order, parse_where
+from .fieldtypes import jsonable
+from .pagination import Page, decode_cursor, encode_cursor, page_order, seek_shape
+from .query import Q, check_window, parse_order, parse_where, select_statement
+from .signals import DatabaseEvent
 
 if TYPE_CHECKING:
     from .database import Connection, Database
@@ -65,8 +72,13 @@ def check_tags(tags: Sequence[str] | None) -> tuple[str, ...]:
     if len(out) > _MAX_TAGS:
         raise ValidationError(f"at most {_MAX_TAGS} tags, got {len(out)}")
     for tag in out:
-        if (not isinstance(tag, str) or not tag or len(tag) > _MAX_TAG_LEN
-                or not tag.isprintable() or any(c.isspace() for c in tag)):
+        if (
+            not isinstance(tag, str)
+            or not tag
+            or len(tag) > _MAX_TAG_LEN
+            or not tag.isprintable()
+            or any(c.isspace() for c in tag)
+        ):
             raise ValidationError(
                 f"bad tag {tag!r}: tags are 1-{_MAX_TAG_LEN} printable characters without spaces"
             )
@@ -76,7 +88,7 @@ def check_tags(tags: Sequence[str] | None) -> tuple[str, ...]:
 class _Tx:
     """The state of a session's open transaction."""
 
-    __slots__ = ("conn", "db", "events", "lock", "savepoints", "touched")
+    __slots__ = ("conn", "db", "deferred", "events", "lock", "savepoints", "touched")
 
     def __init__(self) -> None:
         self.conn: Connection | None = None
@@ -86,6 +98,8 @@ class _Tx:
         self.touched: dict[Hashable, list[Any] | None] = {}
         self.savepoints = 0
         self.events: list[Any] = []
+        # audit rows of denied/failed attempts, written once the transaction ends
+        self.deferred: list[tuple[Database, list[Any]]] = []
 
 
 class DbSession:
@@ -99,8 +113,14 @@ class DbSession:
 
     __slots__ = ("_closed", "_pool", "_tx", "domain", "tags", "user_id")
 
-    def __init__(self, pool: DbPool, user_id: str, *, domain: str | None = None,
-                 tags: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        pool: DbPool,
+        user_id: str,
+        *,
+        domain: str | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> None:
         if not isinstance(user_id, str) or not user_id:
             raise ValidationError(f"user_id must be a non-empty string, got {user_id!r}")
         if domain is not None and (not isinstance(domain, str) or not domain):
@@ -150,27 +170,26 @@ class DbSession:
 
     async def commit(self) -> None:
         """Commit the open transaction."""
-        tx = self._need_tx("commit")
-        async with tx.lock:
-            self._tx = None
-            try:
-                if tx.conn is not None:
-                    await self._finish(tx, commit=True)
-            finally:
-                self._end_tx(tx)
-        if tx.events:
-            self._pool._emit(tx.events)
+        await self._end(self._need_tx("commit"), commit=True)
 
     async def rollback(self) -> None:
         """Roll back the open transaction."""
-        tx = self._need_tx("rollback")
-        async with tx.lock:
-            self._tx = None
-            try:
-                if tx.conn is not None:
-                    await self._finish(tx, commit=False)
-            finally:
-                self._end_tx(tx)
+        await self._end(self._need_tx("rollback"), commit=False)
+
+    async def _end(self, tx: _Tx, *, commit: bool) -> None:
+        try:
+            async with tx.lock:
+                self._tx = None
+                try:
+                    if tx.conn is not None:
+                        await self._finish(tx, commit=commit)
+                finally:
+                    self._end_tx(tx)
+            if commit and tx.events:
+                self._pool._emit(tx.events)
+        finally:
+            if tx.deferred:
+                await self._flush_deferred(tx)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[DbSession]:
@@ -208,8 +227,9 @@ class DbSession:
             await self._script(tx.conn, tx.conn.db.driver.savepoint_sql.format(name))
             return name, mark
 
-    async def _release_savepoint(self, tx: _Tx, sp: tuple[str | None, int], *,
-                                 rollback: bool) -> None:
+    async def _release_savepoint(
+        self, tx: _Tx, sp: tuple[str | None, int], *, rollback: bool
+    ) -> None:
         if self._tx is not tx:
             return
         name, mark = sp
@@ -285,7 +305,9 @@ class DbSession:
             raise ShardError(
                 f"this transaction is bound to shard {tx.db.name!r} (its first operation) "  # type: ignore[union-attr]
                 f"but the operation routes to shard {db.name!r}; a transaction cannot span "
-                "shards", shard=db.name)
+                "shards",
+                shard=db.name,
+            )
         return tx.conn
 
     # ---------------------------------------------------------------- running
@@ -317,8 +339,13 @@ class DbSession:
         finally:
             await db.release(conn, discard=discard)
 
-    async def _write(self, db: Database, ckey: Hashable, pks: list[Any] | None,
-                     fn: Callable[[Connection], Awaitable[R]]) -> R:
+    async def _write(
+        self,
+        db: Database,
+        ckey: Hashable,
+        pks: list[Any] | None,
+        fn: Callable[[Connection], Awaitable[R]],
+    ) -> R:
         """Run ``fn`` in the open transaction, or in one of its own that commits."""
         tx = self._tx
         cache = self._pool.cache
@@ -369,14 +396,28 @@ class DbSession:
     def _allowed(self, table: str, action: str) -> bool:
         return self._pool._check(self.user_id, self.domain, table, action)
 
-    async def _denied(self, info: EntityInfo, action: str, om: OpMetrics,
-                      record_id: Any, tags: Sequence[str] | None) -> None:
+    async def _denied(
+        self,
+        info: EntityInfo,
+        action: str,
+        om: OpMetrics,
+        record_id: Any,
+        tags: Sequence[str] | None,
+    ) -> None:
         om.denied.inc()
         om.outcome_denied.inc()
-        await self._audit_alone(self._pool._default_db(), action, info.table_name, record_id,
-                                "denied", None, self._tags(tags))
-        raise PermissionDenied(self.user_id, info.table_name, action, self.domain,
-                               self._pool._denial_reason())
+        await self._audit_alone(
+            self._pool._default_db(),
+            action,
+            info.table_name,
+            record_id,
+            "denied",
+            None,
+            self._tags(tags),
+        )
+        raise PermissionDenied(
+            self.user_id, info.table_name, action, self.domain, self._pool._denial_reason()
+        )
 
     # ------------------------------------------------------------------ audit
 
@@ -385,19 +426,49 @@ class DbSession:
             return self.tags
         return self.tags + tuple(t for t in check_tags(tags) if t not in self.tags)
 
-    def _audit_values(self, action: str, table: str, record_id: Any, outcome: str,
-                      changes: Any, tags: Sequence[str], ts: dt.datetime | None = None) -> list[Any]:
-        return [ts or utcnow(), self.user_id, self.domain, action, table,
-                record_id_text(record_id), outcome, changes, list(tags)]
+    def _audit_values(
+        self,
+        action: str,
+        table: str,
+        record_id: Any,
+        outcome: str,
+        changes: Any,
+        tags: Sequence[str],
+        ts: dt.datetime | None = None,
+    ) -> list[Any]:
+        return [
+            ts or utcnow(),
+            self.user_id,
+            self.domain,
+            action,
+            table,
+            record_id_text(record_id),
+            outcome,
+            changes,
+            list(tags),
+        ]
 
-    async def _audit_in(self, conn: Connection, action: str, table: str, record_id: Any,
-                        changes: Any, tags: Sequence[str]) -> None:
+    async def _audit_in(
+        self,
+        conn: Connection,
+        action: str,
+        table: str,
+        record_id: Any,
+        changes: Any,
+        tags: Sequence[str],
+    ) -> None:
         plan = insert_plan(conn.db.compiler)
         values = self._audit_values(action, table, record_id, "ok", changes, tags)
         await conn.db.driver.execute(conn.raw, plan.sql, plan.params(values))
 
-    async def _audit_many(self, conn: Connection, action: str, table: str,
-                          records: Sequence[tuple[Any, Any]], tags: Sequence[str]) -> None:
+    async def _audit_many(
+        self,
+        conn: Connection,
+        action: str,
+        table: str,
+        records: Sequence[tuple[Any, Any]],
+        tags: Sequence[str],
+    ) -> None:
         db = conn.db
         ts = utcnow()
         width = len(AUDIT_COLUMNS)
@@ -408,18 +479,32 @@ class DbSession:
             plan = db.compiler.insert_many(audit_table, AUDIT_COLUMNS, len(chunk), None)
             await db.driver.execute(conn.raw, plan.sql, plan.params(flat))
 
-    async def _audit_alone(self, db: Database, action: str, table: str, record_id: Any,
-                           outcome: str, changes: Any, tags: Sequence[str]) -> None:
-        """Record a denied or failed attempt in a transaction of its own."""
+    async def _audit_alone(
+        self,
+        db: Database,
+        action: str,
+        table: str,
+        record_id: Any,
+        outcome: str,
+        changes: Any,
+        tags: Sequence[str],
+    ) -> None:
+        """Record a denied or failed attempt in a transaction of its own.
+
+        Inside an open transaction the row waits until it ends: written through
+        the transaction it would vanish on rollback, and a second connection
+        could wait forever (one-connection pools, SQLite's file lock).
+        """
         values = self._audit_values(action, table, record_id, outcome, changes, tags)
+        tx = self._tx
+        if tx is not None and tx.conn is not None:
+            tx.deferred.append((db, values))
+            return
+        await self._write_audit_alone(db, values)
+
+    async def _write_audit_alone(self, db: Database, values: list[Any]) -> None:
         plan = insert_plan(db.compiler)
         try:
-            tx = self._tx
-            if tx is not None and db._serial is not None and tx.conn is not None:
-                # one shared in-memory SQLite connection: write through the transaction
-                conn = tx.conn
-                await conn.db.driver.execute(conn.raw, plan.sql, plan.params(values))
-                return
             conn = await db.acquire()
             discard = True
             try:
@@ -431,22 +516,56 @@ class DbSession:
             finally:
                 await db.release(conn, discard=discard)
         except Exception:
-            log.warning("could not write the audit row of a %s %s on %s", outcome, action,
-                        table, exc_info=True)
+            log.warning(
+                "could not write the audit row of a %s %s on %s",
+                values[6],
+                values[3],
+                values[4],
+                exc_info=True,
+            )
 
-    async def _failed(self, db: Database, om: OpMetrics, action: str, table: str,
-                      record_id: Any, tags: Sequence[str], exc: BaseException) -> None:
+    async def _flush_deferred(self, tx: _Tx) -> None:
+        rows, tx.deferred = tx.deferred, []
+        for db, values in rows:
+            await self._write_audit_alone(db, values)
+
+    async def _failed(
+        self,
+        db: Database,
+        om: OpMetrics,
+        action: str,
+        table: str,
+        record_id: Any,
+        tags: Sequence[str],
+        exc: BaseException,
+    ) -> None:
         om.error.inc()
-        if isinstance(exc, ValidationError | PermissionDenied) or not isinstance(exc, Exception):
+        if isinstance(exc, ValidationError | PermissionDenied | PoolTimeout) or not isinstance(
+            exc, Exception
+        ):
+            # bad input wrote nothing; without a free connection no audit row can be written
             return
-        await self._audit_alone(db, action, table, record_id, "error",
-                                {"error": type(exc).__name__, "message": str(exc)[:500]}, tags)
+        await self._audit_alone(
+            db,
+            action,
+            table,
+            record_id,
+            "error",
+            {"error": type(exc).__name__, "message": str(exc)[:500]},
+            tags,
+        )
 
     # ------------------------------------------------------------------ reads
 
-    async def find_by_id(self, cls: type[T], id: Any, *, include_deleted: bool = False,
-                         include: Sequence[str] | None = None,
-                         tags: Sequence[str] | None = None) -> T | None:
+    async def find_by_id(
+        self,
+        cls: type[T],
+        id: Any,
+        *,
+        include_deleted: bool = False,
+        include: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> T | None:
         """The row with primary key ``id``, or None."""
         t0 = perf_counter()
         info = entity_info(cls)
@@ -459,7 +578,7 @@ class DbSession:
         if id is None:
             raise ValidationError(f"find_by_id needs a primary key value for {table}")
         if include:
-            self._check_includes(info, include)
+            await self._check_includes(info, include, om, tags)
         db = pool._route_key(info, id)
         cache = pool.cache
         values = None
@@ -490,8 +609,9 @@ class DbSession:
                 if use_cache:
                     cache.put_row(ckey, id, values, token)
         obj = None
-        if values is not None and (include_deleted or not info.soft_delete
-                                   or values[-1] is None):
+        if values is not None and (
+            include_deleted or not info.soft_delete or values[info.deleted_index] is None
+        ):
             obj = info.build(values)
         if pool.audit_reads:
             await self._audit_read(db, table, id, tags)
@@ -526,13 +646,22 @@ class DbSession:
         oshape = parse_order(info, order_by)
         check_window(limit, offset)
         if include:
-            self._check_includes(info, include)
+            await self._check_includes(info, include, om, tags)
         if limit is not None:
             values.append(limit)
         if offset is not None:
             values.append(offset)
-        rows = await self._select(info, om, wshape, oshape, values, limit is not None,
-                                  offset is not None, include_deleted, tags)
+        rows = await self._select(
+            info,
+            om,
+            wshape,
+            oshape,
+            values,
+            limit is not None,
+            offset is not None,
+            include_deleted,
+            tags,
+        )
         objs = [info.build(v) for v in rows]
         if pool.audit_reads:
             await self._audit_read(pool._default_db(), table, None, tags)
@@ -542,9 +671,18 @@ class DbSession:
         om.duration.observe(perf_counter() - t0)
         return objs
 
-    async def _select(self, info: EntityInfo, om: OpMetrics, wshape: Any, oshape: Any,
-                      values: list[Any], limit: bool, offset: bool, include_deleted: bool,
-                      tags: Sequence[str] | None) -> list[tuple[Any, ...]]:
+    async def _select(
+        self,
+        info: EntityInfo,
+        om: OpMetrics,
+        wshape: Any,
+        oshape: Any,
+        values: list[Any],
+        limit: bool,
+        offset: bool,
+        include_deleted: bool,
+        tags: Sequence[str] | None,
+    ) -> list[tuple[Any, ...]]:
         pool = self._pool
         table = info.table_name
         db = pool._default_db()
@@ -561,8 +699,9 @@ class DbSession:
                 return cached
             pool.metrics.cache_miss(table).inc()
             token = cache.token(ckey)
-        plan = db.compiler.select(info, wshape, oshape, limit=limit, offset=offset,
-                                  include_deleted=include_deleted)
+        plan = db.compiler.select(
+            info, wshape, oshape, limit=limit, offset=offset, include_deleted=include_deleted
+        )
         decode = db.compiler.entity(info).decode
 
         async def fetch(conn: Connection) -> list[tuple[Any, ...]]:
@@ -578,8 +717,14 @@ class DbSession:
             cache.put_query(ckey, qkey, tuple(rows), token)
         return rows
 
-    async def count(self, cls: type, *, where: Mapping[str, Any] | Q | None = None,
-                    include_deleted: bool = False, tags: Sequence[str] | None = None) -> int:
+    async def count(
+        self,
+        cls: type,
+        *,
+        where: Mapping[str, Any] | Q | None = None,
+        include_deleted: bool = False,
+        tags: Sequence[str] | None = None,
+    ) -> int:
         """How many rows match ``where``."""
         t0 = perf_counter()
         info = entity_info(cls)
@@ -621,8 +766,9 @@ class DbSession:
         om.duration.observe(perf_counter() - t0)
         return n
 
-    async def _audit_read(self, db: Database, table: str, record_id: Any,
-                          tags: Sequence[str] | None) -> None:
+    async def _audit_read(
+        self, db: Database, table: str, record_id: Any, tags: Sequence[str] | None
+    ) -> None:
         tags = self._tags(tags)
         tx = self._tx
         if tx is not None:
@@ -671,67 +817,120 @@ class DbSession:
             await self._failed(db, om, INSERT, table, pk, all_tags, exc)
             raise
         self._set_values(info, obj, values)
-        self._event("create", table, values[plan.pk_index], all_tags, values, info)
+        if pool._has_listeners:
+            self._event(
+                "create",
+                table,
+                values[plan.pk_index],
+                all_tags,
+                dict(zip(info.names, values, strict=True)),
+            )
         om.ok.inc()
         om.duration.observe(perf_counter() - t0)
         return obj
 
     async def update(self, obj: T, *, tags: Sequence[str] | None = None) -> T:
         """Write every field of ``obj`` to its row; NotFound if the row is gone."""
+        await self._update_objects([obj], tags, batch=False)
+        return obj
+
+    async def update_batch(
+        self, objs: Sequence[T], *, tags: Sequence[str] | None = None
+    ) -> list[T]:
+        """Update many objects in one transaction (one permission check).
+
+        NotFound (and nothing written) if any of their rows is gone.
+        """
+        objs = list(objs)
+        if objs:
+            await self._update_objects(objs, tags, batch=True)
+        return objs
+
+    async def _update_objects(
+        self, objs: list[Any], tags: Sequence[str] | None, *, batch: bool
+    ) -> None:
         t0 = perf_counter()
-        info = entity_info(type(obj))
+        info = entity_info(type(objs[0]))
         table = info.table_name
         pool = self._pool
         om = pool._metrics_op(table, UPDATE)
-        pk = getattr(obj, info.pk.name, None)
+        pk_name = info.pk.name
         if not self._allowed(table, UPDATE):
-            await self._denied(info, UPDATE, om, pk, tags)
-        if pk is None:
-            raise ValidationError(f"update needs {type(obj).__name__}.{info.pk.name} to be set")
-        info.validate(obj)
+            await self._denied(
+                info, UPDATE, om, None if batch else getattr(objs[0], pk_name, None), tags
+            )
+        for obj in objs:
+            info.validate(obj)
+            if getattr(obj, pk_name) is None:
+                raise ValidationError(f"update needs {type(obj).__name__}.{pk_name} to be set")
         all_tags = self._tags(tags)
-        values = list(info.values_of(obj))
-        db = pool._route_values(info, values)
+        rows = [list(info.values_of(obj)) for obj in objs]
+        pks = [getattr(obj, pk_name) for obj in objs]
+        db = pool._route_values(info, rows[0])
         plan = db.compiler.entity(info)
-        changes: dict[str, Any] = {}
+        olds: list[tuple[Any, ...]] = []
 
         async def work(conn: Connection) -> None:
-            driver = db.driver
-            row = await driver.fetch_one(conn.raw, plan.by_pk_for_update.sql,
-                                         plan.by_pk_for_update.params((pk,)))
-            old = plan.decode(row) if row is not None else None
-            if old is None or (info.soft_delete and old[-1] is not None):
-                raise NotFound(table, pk)
-            self._keep_system_values(info, old, values)
-            for n, a, b in zip(info.names, old, values, strict=True):
-                if a != b:
-                    changes[n] = [jsonable(a), jsonable(b)]
-            upd = plan.update_by_pk
-            await driver.execute(conn.raw, upd.sql, upd.params([*values, pk]))
-            await self._audit_in(conn, UPDATE, table, pk, changes, all_tags)
+            for pk, values in zip(pks, rows, strict=True):
+                olds.append(await self._update_row(conn, info, plan, pk, values, all_tags))
 
         try:
-            await self._write(db, (db.name, table), [pk], work)
+            await self._write(db, (db.name, table), pks, work)
         except BaseException as exc:
-            await self._failed(db, om, UPDATE, table, pk, all_tags, exc)
+            await self._failed(db, om, UPDATE, table, None if batch else pks[0], all_tags, exc)
             raise
-        self._set_values(info, obj, values)
-        self._event("update", table, pk, all_tags, changes, info)
+        for obj, values in zip(objs, rows, strict=True):
+            self._set_values(info, obj, values)
+        if pool._has_listeners:
+            for pk, old, values in zip(pks, olds, rows, strict=True):
+                self._event("update", table, pk, all_tags, _diff(info, old, values))
         om.ok.inc()
         om.duration.observe(perf_counter() - t0)
-        return obj
 
-    async def delete(self, cls: type, id: Any, *, tags: Sequence[str] | None = None,
-                     shard_key: Any = None) -> None:
+    async def _update_row(
+        self,
+        conn: Connection,
+        info: EntityInfo,
+        plan: Any,
+        pk: Any,
+        values: list[Any],
+        tags: tuple[str, ...],
+        *,
+        action: str = UPDATE,
+    ) -> tuple[Any, ...]:
+        """Lock the row, write ``values`` (system fields kept), audit; returns the old row."""
+        driver = conn.db.driver
+        row = await driver.fetch_one(
+            conn.raw, plan.by_pk_for_update.sql, plan.by_pk_for_update.params((pk,))
+        )
+        old = plan.decode(row) if row is not None else None
+        if old is None or (
+            info.soft_delete and action == UPDATE and old[info.deleted_index] is not None
+        ):
+            raise NotFound(info.table_name, pk)
+        self._keep_system_values(info, old, values, keep_deleted=action == UPDATE)
+        changes = {n: [jsonable(a), jsonable(b)] for n, (a, b) in _diff(info, old, values).items()}
+        upd = plan.update_by_pk
+        await driver.execute(conn.raw, upd.sql, upd.params([*values, pk]))
+        await self._audit_in(conn, action, info.table_name, pk, changes, tags)
+        return old
+
+    async def delete(self, cls: type, id: Any, *, tags: Sequence[str] | None = None) -> None:
         """Delete the row with primary key ``id`` (mark it, for soft-delete entities).
 
         Raises NotFound when there is no such row.
         """
+        await self._delete_one(cls, id, tags, purge=False)
+
+    async def _delete_one(
+        self, cls: type, id: Any, tags: Sequence[str] | None, *, purge: bool
+    ) -> None:
         t0 = perf_counter()
         info = entity_info(cls)
         table = info.table_name
         pool = self._pool
-        om = pool._metrics_op(table, DELETE)
+        action = "purge" if purge else DELETE
+        om = pool._metrics_op(table, action)
         if not self._allowed(table, DELETE):
             await self._denied(info, DELETE, om, id, tags)
         info.pk.check(id)
@@ -745,44 +944,53 @@ class DbSession:
         async def work(conn: Connection) -> None:
             driver = db.driver
             raw = conn.raw
-            if info.soft_delete:
-                row = await driver.fetch_one(raw, plan.by_pk_for_update.sql,
-                                             plan.by_pk_for_update.params((id,)))
+            if info.soft_delete and not purge:
+                row = await driver.fetch_one(
+                    raw, plan.by_pk_for_update.sql, plan.by_pk_for_update.params((id,))
+                )
                 old = plan.decode(row) if row is not None else None
-                if old is None or old[-1] is not None:
+                if old is None or old[info.deleted_index] is not None:
                     raise NotFound(table, id)
                 new = list(old)
-                new[-1] = utcnow()
-                await driver.execute(raw, plan.update_by_pk.sql,
-                                     plan.update_by_pk.params([*new, id]))
+                new[info.deleted_index] = utcnow()
+                await driver.execute(
+                    raw, plan.update_by_pk.sql, plan.update_by_pk.params([*new, id])
+                )
             elif plan.delete_returning:
-                row = await driver.fetch_one(raw, plan.delete_by_pk.sql,
-                                             plan.delete_by_pk.params((id,)))
+                row = await driver.fetch_one(
+                    raw, plan.delete_by_pk.sql, plan.delete_by_pk.params((id,))
+                )
                 old = plan.decode(row) if row is not None else None
             else:
-                row = await driver.fetch_one(raw, plan.by_pk_for_update.sql,
-                                             plan.by_pk_for_update.params((id,)))
+                row = await driver.fetch_one(
+                    raw, plan.by_pk_for_update.sql, plan.by_pk_for_update.params((id,))
+                )
                 old = plan.decode(row) if row is not None else None
                 if old is not None:
-                    await driver.execute(raw, plan.delete_by_pk.sql,
-                                         plan.delete_by_pk.params((id,)))
+                    await driver.execute(
+                        raw, plan.delete_by_pk.sql, plan.delete_by_pk.params((id,))
+                    )
             if old is None:
                 raise NotFound(table, id)
             old_values.extend(old)
             changes = {n: jsonable(v) for n, v in zip(info.names, old, strict=True)}
-            await self._audit_in(conn, DELETE, table, id, changes, all_tags)
+            await self._audit_in(conn, action, table, id, changes, all_tags)
 
         try:
             await self._write(db, (db.name, table), [id], work)
         except BaseException as exc:
-            await self._failed(db, om, DELETE, table, id, all_tags, exc)
+            await self._failed(db, om, action, table, id, all_tags, exc)
             raise
-        self._event("delete", table, id, all_tags, old_values, info)
+        if pool._has_listeners:
+            self._event(
+                "delete", table, id, all_tags, dict(zip(info.names, old_values, strict=True))
+            )
         om.ok.inc()
         om.duration.observe(perf_counter() - t0)
 
-    async def insert_batch(self, objs: Sequence[T], *,
-                           tags: Sequence[str] | None = None) -> list[T]:
+    async def insert_batch(
+        self, objs: Sequence[T], *, tags: Sequence[str] | None = None
+    ) -> list[T]:
         """Insert many objects: one multi-row INSERT (and one for their audit rows)."""
         t0 = perf_counter()
         objs = list(objs)
@@ -809,15 +1017,28 @@ class DbSession:
         await self._insert_rows(db, info, om, rows, all_tags)
         for obj, values in zip(objs, rows, strict=True):
             self._set_values(info, obj, values)
-        pk_index = info.names.index(info.pk.name)
-        for values in rows:
-            self._event("create", table, values[pk_index], all_tags, values, info)
+        if pool._has_listeners:
+            pk_index = info.names.index(info.pk.name)
+            for values in rows:
+                self._event(
+                    "create",
+                    table,
+                    values[pk_index],
+                    all_tags,
+                    dict(zip(info.names, values, strict=True)),
+                )
         om.ok.inc()
         om.duration.observe(perf_counter() - t0)
         return objs
 
-    async def _insert_rows(self, db: Database, info: EntityInfo, om: OpMetrics,
-                           rows: list[list[Any]], tags: tuple[str, ...]) -> None:
+    async def _insert_rows(
+        self,
+        db: Database,
+        info: EntityInfo,
+        om: OpMetrics,
+        rows: list[list[Any]],
+        tags: tuple[str, ...],
+    ) -> None:
         table = info.table_name
         plan = db.compiler.entity(info)
         pk_i = plan.pk_index
@@ -833,8 +1054,11 @@ class DbSession:
                 idx = [info.names.index(n) for n in names]
                 for chunk in _chunks(group, db.max_rows(len(names))):
                     stmt = db.compiler.insert_many(
-                        info.table, names, len(chunk),
-                        pk_col if returning and group is auto else None)
+                        info.table,
+                        names,
+                        len(chunk),
+                        pk_col if returning and group is auto else None,
+                    )
                     flat = [r[i] for r in chunk for i in idx]
                     if group is not auto:
                         await driver.execute(conn.raw, stmt.sql, stmt.params(flat))
@@ -849,16 +1073,332 @@ class DbSession:
                         # (innodb_autoinc_lock_mode 0 or 1)
                         for k, r in enumerate(chunk):
                             r[pk_i] = first + k
-            await self._audit_many(conn, INSERT, table, [
-                (r[pk_i], {n: jsonable(v) for n, v in zip(info.names, r, strict=True)})
-                for r in rows
-            ], tags)
+            await self._audit_many(
+                conn,
+                INSERT,
+                table,
+                [
+                    (r[pk_i], {n: jsonable(v) for n, v in zip(info.names, r, strict=True)})
+                    for r in rows
+                ],
+                tags,
+            )
 
         try:
             await self._write(db, (db.name, table), [], work)
         except BaseException as exc:
             await self._failed(db, om, INSERT, table, None, tags, exc)
             raise
+
+    # ----------------------------------------------------- soft delete, bulk
+
+    async def restore(self, cls: type[T], id: Any, *, tags: Sequence[str] | None = None) -> T:
+        """Bring back a soft-deleted row (needs ``update``); NotFound if it is not deleted."""
+        info = self._soft(cls, "restore")
+        t0 = perf_counter()
+        table = info.table_name
+        pool = self._pool
+        om = pool._metrics_op(table, "restore")
+        if not self._allowed(table, UPDATE):
+            await self._denied(info, UPDATE, om, id, tags)
+        info.pk.check(id)
+        all_tags = self._tags(tags)
+        db = pool._route_key(info, id)
+        plan = db.compiler.entity(info)
+        result: list[Any] = []
+
+        async def work(conn: Connection) -> None:
+            row = await db.driver.fetch_one(
+                conn.raw, plan.by_pk_for_update.sql, plan.by_pk_for_update.params((id,))
+            )
+            old = plan.decode(row) if row is not None else None
+            if old is None or old[info.deleted_index] is None:
+                raise NotFound(table, id)
+            values = list(old)
+            values[info.deleted_index] = None
+            await self._update_row(conn, info, plan, id, values, all_tags, action="restore")
+            result[:] = [old, values]
+
+        try:
+            await self._write(db, (db.name, table), [id], work)
+        except BaseException as exc:
+            await self._failed(db, om, "restore", table, id, all_tags, exc)
+            raise
+        old, values = result
+        if pool._has_listeners:
+            self._event("update", table, id, all_tags, _diff(info, old, values))
+        om.ok.inc()
+        om.duration.observe(perf_counter() - t0)
+        return info.build(values)
+
+    async def purge(self, cls: type, id: Any, *, tags: Sequence[str] | None = None) -> None:
+        """Remove a soft-delete entity's row for good (needs ``delete``)."""
+        self._soft(cls, "purge")
+        await self._delete_one(cls, id, tags, purge=True)
+
+    def _soft(self, cls: type, what: str) -> EntityInfo:
+        info = entity_info(cls)
+        if not info.soft_delete:
+            raise ValidationError(
+                f"{what} applies to soft-delete entities; declare "
+                f"{cls.__name__} with @entity(..., soft_delete=True)"
+            )
+        return info
+
+    async def update_where(
+        self,
+        cls: type,
+        where: Mapping[str, Any] | Q,
+        values: Mapping[str, Any],
+        *,
+        tags: Sequence[str] | None = None,
+    ) -> int:
+        """Set ``values`` on every row matching ``where``; returns how many rows changed.
+
+        One permission check (``update``); every affected row gets an audit record.
+        """
+        info = entity_info(cls)
+        if not isinstance(values, Mapping) or not values:
+            raise ValidationError("update_where needs a non-empty dict of field values")
+        for name, value in values.items():
+            f = info.field(name)
+            if f.primary_key or f.system:
+                raise ValidationError(
+                    f"update_where cannot set {name!r}: it is "
+                    f"{'the primary key' if f.primary_key else 'a system field'}"
+                )
+            f.check(value)
+
+        def change(old: tuple[Any, ...]) -> list[Any]:
+            new = list(old)
+            for name, value in values.items():
+                new[info.names.index(name)] = value
+            return new
+
+        return await self._bulk(info, UPDATE, where, tags, change)
+
+    async def delete_where(
+        self, cls: type, where: Mapping[str, Any] | Q, *, tags: Sequence[str] | None = None
+    ) -> int:
+        """Delete (or, for soft-delete entities, mark) every row matching ``where``.
+
+        Returns how many rows; one permission check, one audit record per row.
+        """
+        return await self._bulk(entity_info(cls), DELETE, where, tags, None)
+
+    async def _bulk(
+        self,
+        info: EntityInfo,
+        action: str,
+        where: Mapping[str, Any] | Q,
+        tags: Sequence[str] | None,
+        change: Callable[[tuple[Any, ...]], list[Any]] | None,
+    ) -> int:
+        t0 = perf_counter()
+        table = info.table_name
+        pool = self._pool
+        om = pool._metrics_op(table, action)
+        if not self._allowed(table, action):
+            await self._denied(info, action, om, None, tags)
+        if where is None:
+            raise ValidationError(
+                f"{action}_where needs a where condition; pass {{}} explicitly to touch every row"
+            )
+        wvalues: list[Any] = []
+        wshape = parse_where(info, where, wvalues)
+        all_tags = self._tags(tags)
+        db = pool._default_db()
+        plan = db.compiler.entity(info)
+        compiler = db.compiler
+        select = compiler.cached(
+            ("bulk_select", info, wshape),
+            lambda: select_statement(info, wshape, (), for_update=True),
+        )
+        soft = info.soft_delete and action == DELETE
+        if soft:
+
+            def change(old: tuple[Any, ...]) -> list[Any]:
+                new = list(old)
+                new[info.deleted_index] = now
+                return new
+
+        now = utcnow()
+        done: list[tuple[Any, tuple[Any, ...], list[Any] | None]] = []
+
+        async def work(conn: Connection) -> None:
+            driver = db.driver
+            rows = [
+                plan.decode(r)
+                for r in await driver.fetch_all(conn.raw, select.sql, select.params(wvalues))
+            ]
+            pk_i = plan.pk_index
+            records = []
+            if change is None:
+                for chunk in _chunks(rows, db.max_rows(1)):
+                    n = len(chunk)
+                    stmt = compiler.cached(
+                        ("delete_in", info, n), functools.partial(_delete_in, info, n)
+                    )
+                    await driver.execute(conn.raw, stmt.sql, stmt.params([r[pk_i] for r in chunk]))
+                for old in rows:
+                    records.append(
+                        (old[pk_i], {n: jsonable(v) for n, v in zip(info.names, old, strict=True)})
+                    )
+                    done.append((old[pk_i], old, None))
+            else:
+                upd = plan.update_by_pk
+                for old in rows:
+                    new = change(old)
+                    if info.timestamps:
+                        new[info.names.index("updated_at")] = now
+                    await driver.execute(conn.raw, upd.sql, upd.params([*new, old[pk_i]]))
+                    records.append(
+                        (
+                            old[pk_i],
+                            {
+                                n: [jsonable(a), jsonable(b)]
+                                for n, (a, b) in _diff(info, old, new).items()
+                            },
+                        )
+                    )
+                    done.append((old[pk_i], old, new))
+            if records:
+                await self._audit_many(conn, action, table, records, all_tags)
+
+        try:
+            await self._write(db, (db.name, table), None, work)
+        except BaseException as exc:
+            await self._failed(db, om, action, table, None, all_tags, exc)
+            raise
+        if pool._has_listeners:
+            for pk, old, new in done:
+                if new is None:
+                    self._event(
+                        "delete", table, pk, all_tags, dict(zip(info.names, old, strict=True))
+                    )
+                else:
+                    self._event(
+                        "delete" if soft else "update", table, pk, all_tags, _diff(info, old, new)
+                    )
+        om.ok.inc()
+        om.duration.observe(perf_counter() - t0)
+        return len(done)
+
+    # ------------------------------------------------------------- pagination
+
+    async def find_page(
+        self,
+        cls: type[T],
+        *,
+        where: Mapping[str, Any] | Q | None = None,
+        order_by: str | Sequence[str] | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        reverse: bool = False,
+        include_deleted: bool = False,
+        include: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Page[T]:
+        """One page of a keyset walk: ``Page(items, next_cursor)``.
+
+        Pass ``next_cursor`` back as ``cursor`` for the next page; ``reverse=True``
+        walks the same ordering backwards. Rows inserted between calls never make
+        a row be skipped or repeated. Ordering fields must be NOT NULL; the
+        primary key is added as the final tiebreak.
+        """
+        t0 = perf_counter()
+        info = entity_info(cls)
+        table = info.table_name
+        pool = self._pool
+        om = pool._metrics_op(table, READ)
+        if not self._allowed(table, READ):
+            await self._denied(info, READ, om, None, tags)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
+            raise ValidationError(f"limit must be an int from 1 to 10000, got {limit!r}")
+        values: list[Any] = []
+        wshape = parse_where(info, where, values)
+        order = page_order(info, parse_order(info, order_by), bool(reverse))
+        if include:
+            await self._check_includes(info, include, om, tags)
+        if cursor is not None:
+            after = decode_cursor(pool.cursor_key, info, cursor, order, bool(reverse))
+            seek = seek_shape(order, values, after)
+            wshape = ("and", (wshape, seek)) if wshape else seek
+        values.append(limit + 1)
+        rows = await self._select(
+            info, om, wshape, order, values, True, False, include_deleted, tags
+        )
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            idx = [info.names.index(name) for name, _ in order]
+            next_cursor = encode_cursor(
+                pool.cursor_key, order, bool(reverse), [rows[-1][i] for i in idx]
+            )
+        objs = [info.build(v) for v in rows]
+        if pool.audit_reads:
+            await self._audit_read(pool._default_db(), table, None, tags)
+        if include and objs:
+            await self._load_includes(info, objs, include)
+        om.ok.inc()
+        om.duration.observe(perf_counter() - t0)
+        return Page(objs, next_cursor)
+
+    # ---------------------------------------------------------- relationships
+
+    async def _check_includes(
+        self, info: EntityInfo, include: Sequence[str], om: OpMetrics, tags: Sequence[str] | None
+    ) -> None:
+        """Validate relation names and check ``read`` on each related table first."""
+        if isinstance(include, str):
+            include = [include]
+        for name in include:
+            target = _relation_target(info, name)
+            tinfo = entity_info(target)
+            if not self._allowed(tinfo.table_name, READ):
+                await self._denied(
+                    tinfo, READ, self._pool._metrics_op(tinfo.table_name, READ), None, tags
+                )
+
+    async def _load_includes(
+        self, info: EntityInfo, objs: list[Any], include: Sequence[str]
+    ) -> None:
+        """Fill each relation with one query per relation (no N+1)."""
+        if isinstance(include, str):
+            include = [include]
+        for name in include:
+            tinfo = entity_info(_relation_target(info, name))
+            om = self._pool._metrics_op(tinfo.table_name, READ)
+            if name in info.references:
+                fk = info.references[name]
+                keys = list(
+                    dict.fromkeys(getattr(o, fk) for o in objs if getattr(o, fk) is not None)
+                )
+                found = await self._fetch_in(tinfo, om, tinfo.pk.name, keys)
+                by_pk = {getattr(r, tinfo.pk.name): r for r in found}
+                for o in objs:
+                    object.__setattr__(o, name, by_pk.get(getattr(o, fk)))
+            else:
+                fk = info.relations[name].foreign_key
+                keys = list(dict.fromkeys(getattr(o, info.pk.name) for o in objs))
+                found = await self._fetch_in(tinfo, om, fk, keys)
+                groups: dict[Any, list[Any]] = {}
+                for r in found:
+                    groups.setdefault(getattr(r, fk), []).append(r)
+                for o in objs:
+                    object.__setattr__(o, name, groups.get(getattr(o, info.pk.name), []))
+
+    async def _fetch_in(
+        self, info: EntityInfo, om: OpMetrics, field: str, keys: list[Any]
+    ) -> list[Any]:
+        out: list[Any] = []
+        order = ((info.pk.name, False),)
+        for chunk in _chunks(keys, 1000):
+            values = list(chunk)
+            shape = ("and", ((field, "in", len(values)),))
+            rows = await self._select(info, om, shape, order, values, False, False, False, None)
+            out += [info.build(v) for v in rows]
+        return out
 
     # ---------------------------------------------------------------- helpers
 
@@ -871,32 +1411,52 @@ class DbSession:
                 object.__setattr__(obj, n, v)
 
     @staticmethod
-    def _keep_system_values(info: EntityInfo, old: Sequence[Any], values: list[Any]) -> None:
+    def _keep_system_values(
+        info: EntityInfo, old: Sequence[Any], values: list[Any], *, keep_deleted: bool = True
+    ) -> None:
         if info.timestamps:
             i = info.names.index("created_at")
             values[i] = old[i]
             values[info.names.index("updated_at")] = utcnow()
-        if info.soft_delete:
-            values[-1] = old[-1]
+        if info.soft_delete and keep_deleted:
+            values[info.deleted_index] = old[info.deleted_index]
 
-    def _event(self, kind: str, table: str, record_id: Any, tags: tuple[str, ...],
-               payload: Any, info: EntityInfo) -> None:
+    def _event(
+        self, kind: str, table: str, record_id: Any, tags: tuple[str, ...], payload: dict[str, Any]
+    ) -> None:
         pool = self._pool
         if not pool._has_listeners:
             return
-        event = pool._make_event(kind, table, record_id, self.user_id, tags, payload, info)
+        event = DatabaseEvent(kind, table, record_id, self.user_id, tags, payload, utcnow())
         if self._tx is not None:
             self._tx.events.append(event)
         else:
             pool._emit([event])
 
-    def _check_includes(self, info: EntityInfo, include: Sequence[str]) -> None:
-        raise ValidationError(f"{info.cls.__name__}: include= is not supported yet")
 
-    async def _load_includes(self, info: EntityInfo, objs: list[Any],
-                             include: Sequence[str]) -> None:
-        raise ValidationError(f"{info.cls.__name__}: include= is not supported yet")
+def _relation_target(info: EntityInfo, name: str) -> type:
+    if name in info.references:
+        return info.by_name[info.references[name]].references  # type: ignore[return-value]
+    if name in info.relations:
+        return info.relations[name].target_class()
+    known = sorted([*info.references, *info.relations])
+    raise ValidationError(
+        f"{info.cls.__name__} has no relation {name!r}; "
+        f"its relations are: {', '.join(known) or 'none'}"
+    )
+
+
+def _delete_in(info: EntityInfo, n: int) -> Any:
+    pk = info.table.c[info.pk.name]
+    return sa.delete(info.table).where(
+        pk.in_([sa.bindparam(f"p{i}", type_=pk.type) for i in range(n)])
+    )
+
+
+def _diff(info: EntityInfo, old: Sequence[Any], new: Sequence[Any]) -> dict[str, tuple[Any, Any]]:
+    """``{field: (old, new)}`` of the fields that changed."""
+    return {n: (a, b) for n, a, b in zip(info.names, old, new, strict=True) if a != b}
 
 
 def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -32,15 +32,20 @@ _PG_COLTYPES = {sa.Numeric: 1700, sa.Float: 701, sa.Double: 701}
 class SqlPlan:
     """One compiled statement: SQL text, parameter order and processors."""
 
-    __slots__ = ("_procs", "order", "sql")
+    __slots__ = ("_consts", "_procs", "order", "sql")
 
-    def __init__(self, sql: str, order: tuple[int, ...], procs: tuple[Processor, ...]) -> None:
+    def __init__(self, sql: str, order: tuple[int, ...], procs: tuple[Processor, ...],
+                 consts: tuple[Any, ...] = ()) -> None:
         self.sql = sql
+        # negative positions address constants the dialect added (SQLite's OFFSET 0)
         self.order = order
         self._procs = procs if any(procs) else None
+        self._consts = consts
 
     def params(self, values: Sequence[Any]) -> list[Any]:
         """Positional parameters for the driver from values in plan order."""
+        if self._consts:
+            values = (*values, *self._consts)
         if self._procs is None:
             return [values[i] for i in self.order]
         out = []
@@ -100,21 +105,29 @@ class EntityPlan:
         self.decode = RowDecoder([compiler.result_processor(c) for c in t.c])
         where_pk = pk_col == sa.bindparam("p0", type_=pk_col.type)
         self.by_pk = compiler.compile(sa.select(*t.c).where(where_pk))
-        self.by_pk_for_update = compiler.compile(
-            sa.select(*t.c).where(where_pk).with_for_update()
-        )
+        self.by_pk_for_update = compiler.compile(sa.select(*t.c).where(where_pk).with_for_update())
         self.insert_returning = bool(dialect.insert_returning)
-        self.insert_full = compiler.compile(_insert(t, info.names, self.insert_returning, pk_col),
-                                            value_names=info.names)
+        self.insert_full = compiler.compile(
+            _insert(t, info.names, self.insert_returning, pk_col), value_names=info.names
+        )
         auto_names = tuple(n for n in info.names if n != pk.name)
-        self.insert_auto = compiler.compile(_insert(t, auto_names, self.insert_returning, pk_col),
-                                            value_names=auto_names, all_names=info.names)
+        # only an autoincrement key may be left out of an INSERT
+        self.insert_auto = (
+            compiler.compile(
+                _insert(t, auto_names, self.insert_returning, pk_col),
+                value_names=auto_names,
+                all_names=info.names,
+            )
+            if pk.autoincrement
+            else self.insert_full
+        )
         self.update_cols = auto_names
         upd = (
             sa.update(t)
             .where(pk_col == sa.bindparam(f"p{len(info.names)}", type_=pk_col.type))
-            .values({n: sa.bindparam(f"p{info.names.index(n)}", type_=t.c[n].type)
-                     for n in auto_names})
+            .values(
+                {n: sa.bindparam(f"p{info.names.index(n)}", type_=t.c[n].type) for n in auto_names}
+            )
         )
         # values: every column in declaration order, then the pk again for WHERE
         self.update_by_pk = compiler.compile(upd)
@@ -174,18 +187,31 @@ class Compiler:
         compiled = stmt.compile(dialect=self.dialect)
         names = compiled.positiontup or []
         index_of = {n: i for i, n in enumerate(all_names or value_names or ())}
-        order = []
+        order: list[int] = []
         procs = []
+        consts: list[Any] = []
         for name in names:
+            bind = compiled.binds[name]
             if name in index_of:
                 order.append(index_of[name])
             elif name.startswith("p") and name[1:].isdigit():
                 order.append(int(name[1:]))
+            elif bind.value is not None and not bind.callable:
+                order.append(len(consts))
+                consts.append(bind.value)
             else:
                 raise AssertionError(f"unexpected bind parameter {name!r} in {compiled.string}")
-            bind = compiled.binds[name]
             procs.append(bind.type._cached_bind_processor(self.dialect))
-        return SqlPlan(compiled.string, tuple(order), tuple(procs))
+        if consts:
+            first = len(order) - len(consts)
+            # constants sit after the values: address them from the end
+            k = 0
+            for pos, name in enumerate(names):
+                if name not in index_of and not (name.startswith("p") and name[1:].isdigit()):
+                    order[pos] = k - len(consts)
+                    k += 1
+            del first
+        return SqlPlan(compiled.string, tuple(order), tuple(procs), tuple(consts))
 
     def cached(self, key: Any, build: Callable[[], Any]) -> SqlPlan:
         """The plan for ``key``, compiling ``build()`` on first use (LRU bounded)."""
@@ -211,27 +237,37 @@ class Compiler:
     ) -> SqlPlan:
         """The plan for ``find_all`` with this shape."""
         key = ("select", info, where, order, limit, offset, include_deleted)
-        return self.cached(key, lambda: select_statement(
-            info, where, order, limit=limit, offset=offset, include_deleted=include_deleted))
+        return self.cached(
+            key,
+            lambda: select_statement(
+                info, where, order, limit=limit, offset=offset, include_deleted=include_deleted
+            ),
+        )
 
     def count(self, info: EntityInfo, where: Shape, *, include_deleted: bool = False) -> SqlPlan:
         """The plan for ``count`` with this shape."""
         key = ("count", info, where, include_deleted)
-        return self.cached(key, lambda: count_statement(info, where,
-                                                        include_deleted=include_deleted))
+        return self.cached(
+            key, lambda: count_statement(info, where, include_deleted=include_deleted)
+        )
 
-    def insert_many(self, table: sa.Table, names: Sequence[str], rows: int,
-                    returning: sa.Column[Any] | None) -> SqlPlan:
+    def insert_many(
+        self, table: sa.Table, names: Sequence[str], rows: int, returning: sa.Column[Any] | None
+    ) -> SqlPlan:
         """A multi-row ``INSERT ... VALUES (...), (...)``; values row after row."""
         key = ("insert_many", table, tuple(names), rows, returning is not None)
 
         def build() -> Any:
             n = len(names)
-            stmt = sa.insert(table).values([
-                {c: sa.bindparam(f"p{r * n + j}", type_=table.c[c].type)
-                 for j, c in enumerate(names)}
-                for r in range(rows)
-            ])
+            stmt = sa.insert(table).values(
+                [
+                    {
+                        c: sa.bindparam(f"p{r * n + j}", type_=table.c[c].type)
+                        for j, c in enumerate(names)
+                    }
+                    for r in range(rows)
+                ]
+            )
             return stmt.returning(returning) if returning is not None else stmt
 
         return self.cached(key, build)
