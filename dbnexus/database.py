@@ -21,7 +21,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from .backends import Driver, driver_for
 from .config import PoolSettings, parse_url
-from .errors import ConfigError, DatabaseError, DbNexusError, PoolTimeout
+from .errors import ConfigError, DatabaseError, DbNexusError, PoolTimeout, ShardError
 from .statements import Compiler
 
 __all__ = ["Connection", "Database"]
@@ -47,7 +47,13 @@ class Database:
     """An engine plus what dbnexus needs to run SQL on it fast."""
 
     def __init__(
-        self, name: str, engine: AsyncEngine, driver: Driver, settings: PoolSettings, memory: bool
+        self,
+        name: str,
+        engine: AsyncEngine,
+        driver: Driver,
+        settings: PoolSettings,
+        memory: bool,
+        shard: bool = False,
     ) -> None:
         self.name = name
         self.engine = engine
@@ -60,6 +66,10 @@ class Database:
         self._serial = asyncio.Lock() if memory else None
         self._in_use = 0
         self.max_params = _max_params(engine.dialect)
+        # a shard's connection failures are ShardErrors naming it
+        self.shard = shard
+        self.ready = False
+        self.shard_ops: Any = None  # the pool's dbnexus_shard_operations_total child
 
     def max_rows(self, width: int) -> int:
         """How many rows of ``width`` values one multi-row statement may carry."""
@@ -67,9 +77,19 @@ class Database:
 
     @classmethod
     async def open(
-        cls, name: str, url: Any, settings: PoolSettings, *, echo: bool = False
+        cls,
+        name: str,
+        url: Any,
+        settings: PoolSettings,
+        *,
+        echo: bool = False,
+        shard: bool = False,
     ) -> Database:
-        """Create the engine, check the server answers, and warm up the pool."""
+        """Create the engine, check the server answers, and warm up the pool.
+
+        A ``shard`` that cannot be reached is opened anyway (with a warning): its
+        operations fail with a ShardError until it answers.
+        """
         parsed = parse_url(url)
         backend = parsed.get_backend_name()
         memory = backend == "sqlite" and parsed.database in (None, "", ":memory:")
@@ -91,13 +111,21 @@ class Database:
             )
         engine = create_async_engine(parsed, connect_args=connect_args, **kwargs)
         _install_pool_events(engine, settings, wal=backend == "sqlite" and not memory)
-        db = cls(name, engine, driver_for(parsed.get_driver_name()), settings, memory)
+        db = cls(name, engine, driver_for(parsed.get_driver_name()), settings, memory, shard)
         try:
             # the first connect initialises the dialect (server version, RETURNING support)
             async with engine.connect():
                 pass
+            db._initialised()
             await db._prefill(settings.min_connections)
         except BaseException as exc:
+            if shard and isinstance(exc, Exception):
+                log.warning(
+                    "shard %r is unreachable; its operations will fail until it answers: %s",
+                    name,
+                    exc,
+                )
+                return db
             await engine.dispose()
             if isinstance(exc, DbNexusError):
                 raise
@@ -109,6 +137,12 @@ class Database:
                 ) from exc
             raise
         return db
+
+    def _initialised(self) -> None:
+        if not self.ready:
+            self.ready = True
+            # statements compiled before the dialect knew the server may differ
+            self.compiler = Compiler(self.dialect)
 
     async def _prefill(self, n: int) -> None:
         conns = [await self.acquire() for _ in range(min(n, 1 if self._serial else n))]
@@ -145,8 +179,14 @@ class Database:
         except BaseException as exc:
             self._unserial()
             if isinstance(exc, Exception):
+                if self.shard:
+                    raise ShardError(
+                        f"shard {self.name!r} is unavailable: {exc}", shard=self.name
+                    ) from exc
                 raise self.translate(exc, "cannot connect") from exc
             raise
+        if not self.ready:
+            self._initialised()
         conn = Connection(self, fairy)
         self._in_use += 1
         if not fairy.info.get(_READY):

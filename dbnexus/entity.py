@@ -41,6 +41,9 @@ T = TypeVar("T")
 #: The MetaData every entity table (and the audit table) is declared on.
 metadata = sa.MetaData()
 
+# table name -> newest entity class declared for it (rebalance walks these)
+_declared: dict[str, type] = {}
+
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _RESERVED_TABLES = frozenset({"dbnexus_audit"})
 _META_KEY = "dbnexus"
@@ -397,7 +400,18 @@ def _build_entity(
         deleted_index=[f.name for f in fields].index("deleted_at") if soft_delete else -1,
     )
     cls.__dbnexus__ = info  # type: ignore[attr-defined]
+    _declared[table_name] = cls
     return cls
+
+
+def declared_entities() -> list[type]:
+    """Entity classes whose tables are on their MetaData, newest declaration per table."""
+    return [
+        c
+        for c in _declared.values()
+        if entity_info(c).table.metadata.tables.get(entity_info(c).table_name)
+        is entity_info(c).table
+    ]
 
 
 def _take_relations(cls: type) -> dict[str, Relation]:

@@ -19,7 +19,10 @@ from .entity import EntityInfo, entity_info, metadata
 from .errors import ConfigError
 from .metrics import Metrics, OpMetrics
 from .progress import Progress
+from .query import shard_key_values
+from .routing import PoolShards, open_shards
 from .session import DbSession
+from .sharding import ShardManager
 from .signals import DatabaseEvent, SignalConfig, Signals
 
 if TYPE_CHECKING:
@@ -56,12 +59,18 @@ class DbPool:
     ) -> None:
         self._dbs = databases
         self._default = next(iter(databases.values()))
+        self.shards: PoolShards
         self._permissions = permissions
         self._check = permissions.check if permissions is not None else _deny
         self.cache = cache
         self.metrics = metrics
         self.audit_reads = audit_reads
         self._ops: dict[tuple[str, str], OpMetrics] = {}
+        for db in databases.values():
+            db.shard_ops = metrics.shard(db.name)
+        # where NULLs sort ascending when merging shards' results (as the databases do)
+        dialects = {db.dialect.name for db in databases.values()}
+        self._nulls_first = dialects != {"postgresql"}
         self._closed = False
         callbacks = metrics.signal_callbacks
         self.signals = Signals(signals, lambda outcome: callbacks.labels(outcome).inc())
@@ -87,6 +96,7 @@ class DbPool:
         cls,
         url: str | sa.URL | None = None,
         *,
+        shards: ShardManager | None = None,
         permissions: Permissions | None = None,
         cache_ttl: float = 60,
         cache_maxsize: int = 10_000,
@@ -103,9 +113,10 @@ class DbPool:
         echo: bool = False,
     ) -> DbPool:
         """Open a pool on ``url`` (``sqlite+aiosqlite:///app.db``, ``postgresql+asyncpg://...``,
-        ``mysql+aiomysql://...``).
+        ``mysql+aiomysql://...``), or on the databases of a :class:`~dbnexus.ShardManager`.
 
         Args:
+            shards: route rows over several databases instead of one ``url``.
             permissions: the policy; without one every operation is denied.
             cache_ttl, cache_maxsize: the result cache (``cache_ttl=0`` turns it off).
             min_connections ... max_lifetime: see :class:`~dbnexus.config.PoolSettings`.
@@ -120,8 +131,8 @@ class DbPool:
             ConfigError: a bad setting, a malformed or unknown URL, a missing driver.
             DatabaseError: the database cannot be reached.
         """
-        if url is None:
-            raise ConfigError("DbPool.connect needs a database URL")
+        if (url is None) == (shards is None):
+            raise ConfigError("DbPool.connect needs a database URL or shards=, and not both")
         settings = PoolSettings(
             min_connections=min_connections,
             max_connections=max_connections,
@@ -135,9 +146,16 @@ class DbPool:
             raise ConfigError(
                 f"permissions must be a dbnexus.Permissions, got {type(permissions).__name__}"
             )
-        db = await Database.open("default", url, settings, echo=echo)
-        return cls(
-            {"default": db},
+        if shards is None:
+            manager = ShardManager.hash({"default": url})  # type: ignore[dict-item]
+            dbs = {"default": await Database.open("default", url, settings, echo=echo)}
+        else:
+            if not isinstance(shards, ShardManager):
+                raise ConfigError(f"shards must be a ShardManager, got {type(shards).__name__}")
+            manager = shards
+            dbs = await open_shards(manager, settings, echo=echo)
+        pool = cls(
+            dbs,
             permissions=permissions,
             cache=cache,
             metrics=Metrics(registry),
@@ -145,6 +163,9 @@ class DbPool:
             signals=signals,
             cursor_secret=_secret(cursor_secret),
         )
+        pool.shards = PoolShards(pool, manager, settings, echo=echo)
+        pool._default = dbs[manager.default_shard]
+        return pool
 
     # --------------------------------------------------------------- services
 
@@ -184,14 +205,53 @@ class DbPool:
 
     # ---------------------------------------------------------------- routing
 
+    def _set_shards(self, manager: ShardManager, dbs: dict[str, Database]) -> None:
+        """Switch to a new shard layout (after a completed rebalance)."""
+        for db in dbs.values():
+            if db.shard_ops is None:
+                db.shard_ops = self.metrics.shard(db.name)
+        self._dbs = dbs
+        self._default = dbs[manager.default_shard]
+        self._nulls_first = {db.dialect.name for db in dbs.values()} != {"postgresql"}
+        self.shards.manager = manager
+
     def _default_db(self) -> Database:
         return self._default
 
+    def _db(self, name: str) -> Database:
+        return self._dbs[name]
+
     def _route_key(self, info: EntityInfo, key: Any) -> Database:
-        return self._default
+        """The database of the row whose shard-key value is ``key``."""
+        if info.shard_key is None:
+            return self._default
+        return self._dbs[self.shards.manager.shard_for(info.cls, key)]
 
     def _route_values(self, info: EntityInfo, values: Sequence[Any]) -> Database:
-        return self._default
+        """The database of a row given all its column values."""
+        if info.shard_key is None:
+            return self._default
+        return self._route_key(info, values[info.names.index(info.shard_key)])
+
+    def _dbs_for_pk(self, info: EntityInfo, pk: Any, hint: Any) -> list[Database]:
+        """Where a row addressed by primary key may be: one database or all of them."""
+        if info.shard_key is None:
+            return [self._default]
+        if hint is not None:
+            return [self._route_key(info, hint)]
+        if info.shard_key == info.pk.name:
+            return [self._route_key(info, pk)]
+        return list(self._dbs.values())
+
+    def _dbs_for_where(self, info: EntityInfo, where: Any, values: Sequence[Any]) -> list[Database]:
+        """The databases a query must ask: those its shard-key condition names, else all."""
+        if info.shard_key is None:
+            return [self._default]
+        keys = shard_key_values(where, values, info.shard_key)
+        if keys is None:
+            return list(self._dbs.values())
+        names = self.shards.manager.shards_for_keys(keys)
+        return [db for name, db in self._dbs.items() if name in names]
 
     # ----------------------------------------------------------------- events
 

@@ -29,6 +29,7 @@ __all__ = [
     "parse_order",
     "parse_where",
     "select_statement",
+    "shard_key_values",
 ]
 
 OPERATORS = frozenset(
@@ -222,6 +223,32 @@ class _Binds:
         p = sa.bindparam(f"p{self.n}", type_=column.type)
         self.n += 1
         return p
+
+
+def shard_key_values(shape: Shape, values: Sequence[Any], field: str) -> list[Any] | None:
+    """The values an AND-ed ``field = x`` / ``field__in`` condition allows, or None.
+
+    Used to ask only the shards those values route to. None means the query
+    does not pin the field, so every shard must be asked.
+    """
+    if not shape or len(shape) != 2 or shape[0] != "and":
+        return None
+    pos = 0
+    found: list[Any] | None = None
+    for term in shape[1]:
+        width = _arity(term)
+        if len(term) == 3 and term[0] == field and term[1] in ("eq", "in"):
+            keys = list(values[pos : pos + width])
+            found = keys if found is None else [k for k in found if k in keys]
+        pos += width
+    return found
+
+
+def _arity(shape: Shape) -> int:
+    if len(shape) == 2:
+        return sum(_arity(s) for s in shape[1])
+    _, op, arity = shape
+    return 0 if op == "is_null" else arity
 
 
 def where_clause(info: EntityInfo, shape: Shape, binds: _Binds) -> sa.ColumnElement[bool]:

@@ -39,6 +39,7 @@ from .errors import (
 from .fieldtypes import jsonable
 from .pagination import Page, decode_cursor, encode_cursor, page_order, seek_shape
 from .query import Q, check_window, parse_order, parse_where, select_statement
+from .routing import merge_rows
 from .signals import DatabaseEvent
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def check_tags(tags: Sequence[str] | None) -> tuple[str, ...]:
 class _Tx:
     """The state of a session's open transaction."""
 
-    __slots__ = ("conn", "db", "deferred", "events", "lock", "savepoints", "touched")
+    __slots__ = ("aborted", "conn", "db", "deferred", "events", "lock", "savepoints", "touched")
 
     def __init__(self) -> None:
         self.conn: Connection | None = None
@@ -97,6 +98,7 @@ class _Tx:
         # cache key -> written pks (None: any row); invalidated when the transaction ends
         self.touched: dict[Hashable, list[Any] | None] = {}
         self.savepoints = 0
+        self.aborted: str | None = None
         self.events: list[Any] = []
         # audit rows of denied/failed attempts, written once the transaction ends
         self.deferred: list[tuple[Database, list[Any]]] = []
@@ -177,6 +179,9 @@ class DbSession:
         await self._end(self._need_tx("rollback"), commit=False)
 
     async def _end(self, tx: _Tx, *, commit: bool) -> None:
+        if commit and tx.aborted is not None:
+            await self._end(tx, commit=False)
+            raise TransactionError(f"nothing was committed: {tx.aborted}")
         try:
             async with tx.lock:
                 self._tx = None
@@ -290,6 +295,8 @@ class DbSession:
         tx.touched.clear()
 
     async def _tx_conn(self, tx: _Tx, db: Database) -> Connection:
+        if tx.aborted is not None:
+            raise TransactionError(f"the transaction was rolled back: {tx.aborted}")
         if tx.conn is None:
             conn = await db.acquire()
             try:
@@ -302,17 +309,23 @@ class DbSession:
             tx.conn, tx.db = conn, db
             return conn
         if tx.db is not db:
-            raise ShardError(
+            err = ShardError(
                 f"this transaction is bound to shard {tx.db.name!r} (its first operation) "  # type: ignore[union-attr]
                 f"but the operation routes to shard {db.name!r}; a transaction cannot span "
-                "shards",
+                "shards, so it was rolled back",
                 shard=db.name,
             )
+            # nothing partial may be committed: end it now, and refuse what follows
+            await self._finish(tx, commit=False)
+            tx.aborted = str(err)
+            tx.events.clear()
+            raise err
         return tx.conn
 
     # ---------------------------------------------------------------- running
 
     async def _read(self, db: Database, fn: Callable[[Connection], Awaitable[R]]) -> R:
+        db.shard_ops.inc()
         tx = self._tx
         if tx is not None:
             async with tx.lock:
@@ -347,6 +360,7 @@ class DbSession:
         fn: Callable[[Connection], Awaitable[R]],
     ) -> R:
         """Run ``fn`` in the open transaction, or in one of its own that commits."""
+        db.shard_ops.inc()
         tx = self._tx
         cache = self._pool.cache
         if tx is not None:
@@ -565,8 +579,13 @@ class DbSession:
         include_deleted: bool = False,
         include: Sequence[str] | None = None,
         tags: Sequence[str] | None = None,
+        shard_key: Any = None,
     ) -> T | None:
-        """The row with primary key ``id``, or None."""
+        """The row with primary key ``id``, or None.
+
+        On a sharded entity whose primary key is not its shard key, pass
+        ``shard_key=`` to ask one shard instead of all of them.
+        """
         t0 = perf_counter()
         info = entity_info(cls)
         table = info.table_name
@@ -579,35 +598,25 @@ class DbSession:
             raise ValidationError(f"find_by_id needs a primary key value for {table}")
         if include:
             await self._check_includes(info, include, om, tags)
-        db = pool._route_key(info, id)
-        cache = pool.cache
-        values = None
-        ckey = (db.name, table)
-        token = None
-        use_cache = cache.enabled and self._tx is None
-        if use_cache:
-            values = cache.get_row(ckey, id)
-            if values is not None:
-                pool.metrics.cache_hit(table).inc()
+        dbs = pool._dbs_for_pk(info, id, shard_key)
+        try:
+            if len(dbs) == 1:
+                db = dbs[0]
+                values = await self._get_row(db, info, id)
             else:
-                pool.metrics.cache_miss(table).inc()
-                token = cache.token(ckey)
-        if values is None:
-            plan = db.compiler.entity(info)
-            by_pk = plan.by_pk
-
-            async def fetch(conn: Connection) -> Any:
-                return await db.driver.fetch_one(conn.raw, by_pk.sql, by_pk.params((id,)))
-
-            try:
-                row = await self._read(db, fetch)
-            except BaseException as exc:
-                await self._failed(db, om, READ, table, id, self._tags(tags), exc)
-                raise
-            if row is not None:
-                values = plan.decode(row)
-                if use_cache:
-                    cache.put_row(ckey, id, values, token)
+                found = [
+                    (db, v)
+                    for db, v in zip(
+                        dbs,
+                        await asyncio.gather(*[self._get_row(db, info, id) for db in dbs]),
+                        strict=True,
+                    )
+                    if v is not None
+                ]
+                db, values = _only_one(found, table, id, pool._default_db())
+        except BaseException as exc:
+            await self._failed(dbs[0], om, READ, table, id, self._tags(tags), exc)
+            raise
         obj = None
         if values is not None and (
             include_deleted or not info.soft_delete or values[info.deleted_index] is None
@@ -620,6 +629,47 @@ class DbSession:
         om.ok.inc()
         om.duration.observe(perf_counter() - t0)
         return obj
+
+    async def _get_row(self, db: Database, info: EntityInfo, id: Any) -> tuple[Any, ...] | None:
+        """The column values of row ``id`` on ``db``, through the cache."""
+        pool = self._pool
+        cache = pool.cache
+        ckey = (db.name, info.table_name)
+        use_cache = cache.enabled and self._tx is None
+        token = None
+        if use_cache:
+            values = cache.get_row(ckey, id)
+            if values is not None:
+                pool.metrics.cache_hit(info.table_name).inc()
+                return values
+            pool.metrics.cache_miss(info.table_name).inc()
+            token = cache.token(ckey)
+        plan = db.compiler.entity(info)
+        by_pk = plan.by_pk
+
+        async def fetch(conn: Connection) -> Any:
+            return await db.driver.fetch_one(conn.raw, by_pk.sql, by_pk.params((id,)))
+
+        row = await self._read(db, fetch)
+        if row is None:
+            return None
+        values = plan.decode(row)
+        if use_cache:
+            cache.put_row(ckey, id, values, token)
+        return values
+
+    async def _locate(self, info: EntityInfo, id: Any, hint: Any) -> Database:
+        """The database holding row ``id`` (asking every shard when it must)."""
+        pool = self._pool
+        dbs = pool._dbs_for_pk(info, id, hint)
+        if len(dbs) == 1:
+            return dbs[0]
+        plan_rows = await asyncio.gather(*[self._get_row(db, info, id) for db in dbs])
+        found = [(db, v) for db, v in zip(dbs, plan_rows, strict=True) if v is not None]
+        db, values = _only_one(found, info.table_name, id, pool._default_db())
+        if values is None:
+            raise NotFound(info.table_name, id)
+        return db
 
     async def find_all(
         self,
@@ -683,9 +733,60 @@ class DbSession:
         include_deleted: bool,
         tags: Sequence[str] | None,
     ) -> list[tuple[Any, ...]]:
+        """Rows of a query; on several shards, scatter-gather with a global order and window.
+
+        ``values`` ends with the limit and offset values when those flags are set.
+        """
+        pool = self._pool
+        nwindow = int(limit) + int(offset)
+        base = values[: len(values) - nwindow]
+        dbs = pool._dbs_for_where(info, wshape, base)
+        try:
+            if len(dbs) == 1:
+                return await self._select_on(
+                    dbs[0], info, wshape, oshape, values, limit, offset, include_deleted
+                )
+            # every shard returns its first offset+limit rows in the full order (primary
+            # key last, so ties break the same everywhere); merged, they are the answer
+            order = tuple(oshape)
+            if info.pk.name not in [name for name, _ in order]:
+                order += ((info.pk.name, False),)
+            lim = values[len(base)] if limit else None
+            off = (
+                values[len(base) + 1] if offset and limit else (values[len(base)] if offset else 0)
+            )
+            shard_values = [*base, lim + off] if limit else base
+            parts = await asyncio.gather(
+                *[
+                    self._select_on(
+                        db, info, wshape, order, shard_values, limit, False, include_deleted
+                    )
+                    for db in dbs
+                ]
+            )
+            merged = merge_rows(
+                parts,
+                [(info.names.index(name), desc) for name, desc in order],
+                nulls_first=pool._nulls_first,
+            )
+            return merged[off : off + lim] if limit else merged[off:]
+        except BaseException as exc:
+            await self._failed(dbs[0], om, READ, info.table_name, None, self._tags(tags), exc)
+            raise
+
+    async def _select_on(
+        self,
+        db: Database,
+        info: EntityInfo,
+        wshape: Any,
+        oshape: Any,
+        values: list[Any],
+        limit: bool,
+        offset: bool,
+        include_deleted: bool,
+    ) -> list[tuple[Any, ...]]:
         pool = self._pool
         table = info.table_name
-        db = pool._default_db()
         cache = pool.cache
         ckey = (db.name, table)
         use_cache = cache.enabled and self._tx is None
@@ -696,7 +797,7 @@ class DbSession:
             cached = cache.get_query(ckey, qkey)
             if cached is not None:
                 pool.metrics.cache_hit(table).inc()
-                return cached
+                return list(cached)
             pool.metrics.cache_miss(table).inc()
             token = cache.token(ckey)
         plan = db.compiler.select(
@@ -708,11 +809,7 @@ class DbSession:
             raw = await db.driver.fetch_all(conn.raw, plan.sql, plan.params(values))
             return [decode(r) for r in raw]
 
-        try:
-            rows = await self._read(db, fetch)
-        except BaseException as exc:
-            await self._failed(db, om, READ, table, None, self._tags(tags), exc)
-            raise
+        rows = await self._read(db, fetch)
         if use_cache:
             cache.put_query(ckey, qkey, tuple(rows), token)
         return rows
@@ -735,35 +832,57 @@ class DbSession:
             await self._denied(info, READ, om, None, tags)
         values: list[Any] = []
         wshape = parse_where(info, where, values)
-        db = pool._default_db()
-        cache = pool.cache
-        ckey = (db.name, table)
-        use_cache = cache.enabled and self._tx is None
-        qkey = ("count", wshape, include_deleted, tuple(values))
-        n = cache.get_query(ckey, qkey) if use_cache else None
-        if n is not None:
-            pool.metrics.cache_hit(table).inc()
-        else:
-            if use_cache:
-                pool.metrics.cache_miss(table).inc()
-            token = cache.token(ckey) if use_cache else None
-            plan = db.compiler.count(info, wshape, include_deleted=include_deleted)
-
-            async def fetch(conn: Connection) -> int:
-                row = await db.driver.fetch_one(conn.raw, plan.sql, plan.params(values))
-                return int(row[0]) if row is not None else 0
-
-            try:
-                n = await self._read(db, fetch)
-            except BaseException as exc:
-                await self._failed(db, om, READ, table, None, self._tags(tags), exc)
-                raise
-            if use_cache:
-                cache.put_query(ckey, qkey, n, token)
+        dbs = pool._dbs_for_where(info, wshape, values)
+        db = dbs[0]
+        try:
+            if len(dbs) == 1:
+                n = await self._count_on(db, info, wshape, values, include_deleted)
+            else:
+                n = sum(
+                    await asyncio.gather(
+                        *[self._count_on(d, info, wshape, values, include_deleted) for d in dbs]
+                    )
+                )
+        except BaseException as exc:
+            await self._failed(db, om, READ, table, None, self._tags(tags), exc)
+            raise
         if pool.audit_reads:
             await self._audit_read(db, table, None, tags)
         om.ok.inc()
         om.duration.observe(perf_counter() - t0)
+        return n
+
+    async def _count_on(
+        self,
+        db: Database,
+        info: EntityInfo,
+        wshape: Any,
+        values: list[Any],
+        include_deleted: bool,
+    ) -> int:
+        pool = self._pool
+        table = info.table_name
+        cache = pool.cache
+        ckey = (db.name, table)
+        use_cache = cache.enabled and self._tx is None
+        qkey = ("count", wshape, include_deleted, tuple(values))
+        token = None
+        if use_cache:
+            n = cache.get_query(ckey, qkey)
+            if n is not None:
+                pool.metrics.cache_hit(table).inc()
+                return n
+            pool.metrics.cache_miss(table).inc()
+            token = cache.token(ckey)
+        plan = db.compiler.count(info, wshape, include_deleted=include_deleted)
+
+        async def fetch(conn: Connection) -> int:
+            row = await db.driver.fetch_one(conn.raw, plan.sql, plan.params(values))
+            return int(row[0]) if row is not None else 0
+
+        n = await self._read(db, fetch)
+        if use_cache:
+            cache.put_query(ckey, qkey, n, token)
         return n
 
     async def _audit_read(
@@ -866,24 +985,29 @@ class DbSession:
         all_tags = self._tags(tags)
         rows = [list(info.values_of(obj)) for obj in objs]
         pks = [getattr(obj, pk_name) for obj in objs]
-        db = pool._route_values(info, rows[0])
-        plan = db.compiler.entity(info)
-        olds: list[tuple[Any, ...]] = []
-
-        async def work(conn: Connection) -> None:
-            for pk, values in zip(pks, rows, strict=True):
-                olds.append(await self._update_row(conn, info, plan, pk, values, all_tags))
-
+        olds: dict[int, tuple[Any, ...]] = {}
         try:
-            await self._write(db, (db.name, table), pks, work)
+            groups = self._by_shard(info, rows)
+            for db, members in groups.items():
+                plan = db.compiler.entity(info)
+
+                async def work(conn: Connection, plan: Any = plan, members: list[int] = members):
+                    for i in members:
+                        olds[i] = await self._update_row(
+                            conn, info, plan, pks[i], rows[i], all_tags
+                        )
+
+                await self._write(db, (db.name, table), [pks[i] for i in members], work)
         except BaseException as exc:
-            await self._failed(db, om, UPDATE, table, None if batch else pks[0], all_tags, exc)
+            await self._failed(
+                pool._default_db(), om, UPDATE, table, None if batch else pks[0], all_tags, exc
+            )
             raise
         for obj, values in zip(objs, rows, strict=True):
             self._set_values(info, obj, values)
         if pool._has_listeners:
-            for pk, old, values in zip(pks, olds, rows, strict=True):
-                self._event("update", table, pk, all_tags, _diff(info, old, values))
+            for i, (pk, values) in enumerate(zip(pks, rows, strict=True)):
+                self._event("update", table, pk, all_tags, _diff(info, olds[i], values))
         om.ok.inc()
         om.duration.observe(perf_counter() - t0)
 
@@ -915,15 +1039,18 @@ class DbSession:
         await self._audit_in(conn, action, info.table_name, pk, changes, tags)
         return old
 
-    async def delete(self, cls: type, id: Any, *, tags: Sequence[str] | None = None) -> None:
+    async def delete(
+        self, cls: type, id: Any, *, tags: Sequence[str] | None = None, shard_key: Any = None
+    ) -> None:
         """Delete the row with primary key ``id`` (mark it, for soft-delete entities).
 
-        Raises NotFound when there is no such row.
+        Raises NotFound when there is no such row. ``shard_key=`` names the
+        row's shard-key value so only its shard is asked.
         """
-        await self._delete_one(cls, id, tags, purge=False)
+        await self._delete_one(cls, id, tags, purge=False, hint=shard_key)
 
     async def _delete_one(
-        self, cls: type, id: Any, tags: Sequence[str] | None, *, purge: bool
+        self, cls: type, id: Any, tags: Sequence[str] | None, *, purge: bool, hint: Any = None
     ) -> None:
         t0 = perf_counter()
         info = entity_info(cls)
@@ -937,7 +1064,11 @@ class DbSession:
         if id is None:
             raise ValidationError(f"delete needs a primary key value for {table}")
         all_tags = self._tags(tags)
-        db = pool._route_key(info, id)
+        try:
+            db = await self._locate(info, id, hint)
+        except BaseException as exc:
+            await self._failed(pool._default_db(), om, action, table, id, all_tags, exc)
+            raise
         plan = db.compiler.entity(info)
         old_values: list[Any] = []
 
@@ -1013,8 +1144,18 @@ class DbSession:
                 values[info.names.index("created_at")] = now
                 values[info.names.index("updated_at")] = now
             rows.append(values)
-        db = pool._route_values(info, rows[0])
-        await self._insert_rows(db, info, om, rows, all_tags)
+        groups = self._by_shard(info, rows)
+        if len(groups) == 1 or self._tx is not None:
+            for db, members in groups.items():
+                await self._insert_rows(db, info, om, [rows[i] for i in members], all_tags)
+        else:
+            # one round trip per shard, the shards concurrently
+            await asyncio.gather(
+                *[
+                    self._insert_rows(db, info, om, [rows[i] for i in members], all_tags)
+                    for db, members in groups.items()
+                ]
+            )
         for obj, values in zip(objs, rows, strict=True):
             self._set_values(info, obj, values)
         if pool._has_listeners:
@@ -1092,7 +1233,9 @@ class DbSession:
 
     # ----------------------------------------------------- soft delete, bulk
 
-    async def restore(self, cls: type[T], id: Any, *, tags: Sequence[str] | None = None) -> T:
+    async def restore(
+        self, cls: type[T], id: Any, *, tags: Sequence[str] | None = None, shard_key: Any = None
+    ) -> T:
         """Bring back a soft-deleted row (needs ``update``); NotFound if it is not deleted."""
         info = self._soft(cls, "restore")
         t0 = perf_counter()
@@ -1103,7 +1246,11 @@ class DbSession:
             await self._denied(info, UPDATE, om, id, tags)
         info.pk.check(id)
         all_tags = self._tags(tags)
-        db = pool._route_key(info, id)
+        try:
+            db = await self._locate(info, id, shard_key)
+        except BaseException as exc:
+            await self._failed(pool._default_db(), om, "restore", table, id, all_tags, exc)
+            raise
         plan = db.compiler.entity(info)
         result: list[Any] = []
 
@@ -1131,10 +1278,12 @@ class DbSession:
         om.duration.observe(perf_counter() - t0)
         return info.build(values)
 
-    async def purge(self, cls: type, id: Any, *, tags: Sequence[str] | None = None) -> None:
+    async def purge(
+        self, cls: type, id: Any, *, tags: Sequence[str] | None = None, shard_key: Any = None
+    ) -> None:
         """Remove a soft-delete entity's row for good (needs ``delete``)."""
         self._soft(cls, "purge")
-        await self._delete_one(cls, id, tags, purge=True)
+        await self._delete_one(cls, id, tags, purge=True, hint=shard_key)
 
     def _soft(self, cls: type, what: str) -> EntityInfo:
         info = entity_info(cls)
@@ -1207,13 +1356,6 @@ class DbSession:
         wvalues: list[Any] = []
         wshape = parse_where(info, where, wvalues)
         all_tags = self._tags(tags)
-        db = pool._default_db()
-        plan = db.compiler.entity(info)
-        compiler = db.compiler
-        select = compiler.cached(
-            ("bulk_select", info, wshape),
-            lambda: select_statement(info, wshape, (), for_update=True),
-        )
         soft = info.soft_delete and action == DELETE
         if soft:
 
@@ -1226,7 +1368,14 @@ class DbSession:
         done: list[tuple[Any, tuple[Any, ...], list[Any] | None]] = []
 
         async def work(conn: Connection) -> None:
+            db = conn.db
             driver = db.driver
+            compiler = db.compiler
+            plan = compiler.entity(info)
+            select = compiler.cached(
+                ("bulk_select", info, wshape),
+                lambda: select_statement(info, wshape, (), for_update=True),
+            )
             rows = [
                 plan.decode(r)
                 for r in await driver.fetch_all(conn.raw, select.sql, select.params(wvalues))
@@ -1265,10 +1414,13 @@ class DbSession:
             if records:
                 await self._audit_many(conn, action, table, records, all_tags)
 
+        dbs = pool._dbs_for_where(info, wshape, wvalues)
         try:
-            await self._write(db, (db.name, table), None, work)
+            # one transaction per shard: a transaction cannot span shards
+            for db in dbs:
+                await self._write(db, (db.name, table), None, work)
         except BaseException as exc:
-            await self._failed(db, om, action, table, None, all_tags, exc)
+            await self._failed(dbs[0], om, action, table, None, all_tags, exc)
             raise
         if pool._has_listeners:
             for pk, old, new in done:
@@ -1402,6 +1554,14 @@ class DbSession:
 
     # ---------------------------------------------------------------- helpers
 
+    def _by_shard(self, info: EntityInfo, rows: list[list[Any]]) -> dict[Database, list[int]]:
+        """Row positions grouped by the database each row routes to (ShardError if any can't)."""
+        route = self._pool._route_values
+        groups: dict[Database, list[int]] = {}
+        for i, values in enumerate(rows):
+            groups.setdefault(route(info, values), []).append(i)
+        return groups
+
     @staticmethod
     def _set_values(info: EntityInfo, obj: Any, values: Sequence[Any]) -> None:
         if info.has_dict:
@@ -1432,6 +1592,19 @@ class DbSession:
             self._tx.events.append(event)
         else:
             pool._emit([event])
+
+
+def _only_one(
+    found: list[tuple[Database, Any]], table: str, id: Any, default: Database
+) -> tuple[Database, Any]:
+    """The one shard that answered for a primary key (or the default and None)."""
+    if len(found) > 1:
+        names = ", ".join(db.name for db, _ in found)
+        raise ShardError(
+            f"row {id!r} of {table!r} exists on several shards ({names}); primary keys of "
+            "sharded entities must be unique across shards"
+        )
+    return found[0] if found else (default, None)
 
 
 def _relation_target(info: EntityInfo, name: str) -> type:

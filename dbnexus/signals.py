@@ -194,7 +194,8 @@ class Signals:
                         else:
                             # a thread of our own: a blocking callback never blocks the loop
                             await asyncio.get_running_loop().run_in_executor(
-                                self._executor(), handle.callback, event)
+                                self._executor(), handle.callback, event
+                            )
                 except TimeoutError:
                     self._failed(handle, "timeout", f"took longer than {timeout}s")
                 except Exception as exc:

@@ -34,8 +34,13 @@ class SqlPlan:
 
     __slots__ = ("_consts", "_procs", "order", "sql")
 
-    def __init__(self, sql: str, order: tuple[int, ...], procs: tuple[Processor, ...],
-                 consts: tuple[Any, ...] = ()) -> None:
+    def __init__(
+        self,
+        sql: str,
+        order: tuple[int, ...],
+        procs: tuple[Processor, ...],
+        consts: tuple[Any, ...] = (),
+    ) -> None:
         self.sql = sql
         # negative positions address constants the dialect added (SQLite's OFFSET 0)
         self.order = order
