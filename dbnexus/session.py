@@ -358,8 +358,14 @@ class DbSession:
         ckey: Hashable,
         pks: list[Any] | None,
         fn: Callable[[Connection], Awaitable[R]],
+        *,
+        single: bool = False,
     ) -> R:
-        """Run ``fn`` in the open transaction, or in one of its own that commits."""
+        """Run ``fn`` in the open transaction, or in one of its own that commits.
+
+        ``single``: ``fn`` runs one statement, atomic by itself; outside a
+        transaction it needs no BEGIN/COMMIT.
+        """
         db.shard_ops.inc()
         tx = self._tx
         cache = self._pool.cache
@@ -386,14 +392,18 @@ class DbSession:
             driver = db.driver
             discard = True
             try:
-                await driver.begin(conn.raw)
-                result = await fn(conn)
-                await driver.commit(conn.raw)
+                if single:
+                    result = await fn(conn)
+                else:
+                    await driver.begin(conn.raw)
+                    result = await fn(conn)
+                    await driver.commit(conn.raw)
                 discard = False
                 return result
             except BaseException as exc:
                 try:
-                    await driver.rollback(conn.raw)
+                    if not single:
+                        await driver.rollback(conn.raw)
                     discard = not isinstance(exc, Exception)
                 except BaseException:
                     discard = True
@@ -920,18 +930,31 @@ class DbSession:
         pk = values[plan.pk_index]
         stmt = plan.insert_auto if pk is None else plan.insert_full
         returning = plan.insert_returning
+        audited = plan.audited_auto if pk is None else plan.audited_full
 
-        async def work(conn: Connection) -> Any:
-            new_pk = await db.driver.insert(conn.raw, stmt.sql, stmt.params(values), returning)
-            if pk is not None:
-                new_pk = pk
-            values[plan.pk_index] = new_pk
+        if audited is not None:
+            # the row and its audit row in one atomic statement (PostgreSQL)
             changes = {n: jsonable(v) for n, v in zip(info.names, values, strict=True)}
-            await self._audit_in(conn, INSERT, table, new_pk, changes, all_tags)
-            return new_pk
+            audit = insert_plan(db.compiler).params(
+                self._audit_values(INSERT, table, None, "ok", changes, all_tags)
+            )
+            del audit[5]  # record_id: the database fills it in
+
+            async def work(conn: Connection) -> Any:
+                row = await db.driver.fetch_one(conn.raw, audited, stmt.params(values) + audit)
+                values[plan.pk_index] = pk if pk is not None else int(row[0])  # type: ignore[index]
+        else:
+
+            async def work(conn: Connection) -> Any:
+                new_pk = await db.driver.insert(conn.raw, stmt.sql, stmt.params(values), returning)
+                if pk is not None:
+                    new_pk = pk
+                values[plan.pk_index] = new_pk
+                changes = {n: jsonable(v) for n, v in zip(info.names, values, strict=True)}
+                await self._audit_in(conn, INSERT, table, new_pk, changes, all_tags)
 
         try:
-            await self._write(db, (db.name, table), [], work)
+            await self._write(db, (db.name, table), [], work, single=audited is not None)
         except BaseException as exc:
             await self._failed(db, om, INSERT, table, pk, all_tags, exc)
             raise

@@ -86,6 +86,8 @@ class EntityPlan:
     """The fixed statements of one entity on one dialect."""
 
     __slots__ = (
+        "audited_auto",
+        "audited_full",
         "by_pk",
         "by_pk_for_update",
         "decode",
@@ -141,6 +143,12 @@ class EntityPlan:
         if self.delete_returning:
             dele = dele.returning(*t.c)
         self.delete_by_pk = compiler.compile(dele)
+        self.audited_auto = self.audited_full = None
+        if dialect.name == "postgresql":
+            quote = dialect.identifier_preparer.quote
+            self.audited_full = _pg_audited_insert(self.insert_full, pk.name, quote)
+            if pk.autoincrement:
+                self.audited_auto = _pg_audited_insert(self.insert_auto, pk.name, quote)
 
 
 def _insert(t: sa.Table, names: Sequence[str], returning: bool, pk_col: sa.Column[Any]) -> Any:
@@ -148,6 +156,29 @@ def _insert(t: sa.Table, names: Sequence[str], returning: bool, pk_col: sa.Colum
     if returning:
         stmt = stmt.returning(pk_col)
     return stmt
+
+
+def _pg_audited_insert(insert: SqlPlan, pk: str, quote: Callable[[str], str]) -> str:
+    """One statement that inserts a row and its audit row (PostgreSQL).
+
+    A data-modifying CTE is atomic on its own, so the write and its audit row
+    need no BEGIN/COMMIT round trips. Parameters: the insert's, then the audit
+    row's ts, user_id, domain, action, table_name, outcome, changes, tags; the
+    generated key is filled into record_id and into ``changes`` by the database.
+    """
+    n = len(insert.order)
+    p = [f"${n + i}" for i in range(1, 9)]
+    qpk = quote(pk)
+    # pk is a checked identifier ([A-Za-z0-9_]), safe inside the path literal
+    return (
+        f"WITH ins AS ({insert.sql}) "
+        "INSERT INTO dbnexus_audit "
+        "(ts, user_id, domain, action, table_name, record_id, outcome, changes, tags) "
+        f"SELECT {p[0]}::TIMESTAMP WITH TIME ZONE, {p[1]}::VARCHAR, {p[2]}::VARCHAR, "
+        f"{p[3]}::VARCHAR, {p[4]}::VARCHAR, CAST(ins.{qpk} AS TEXT), {p[5]}::VARCHAR, "
+        f"CAST(jsonb_set(CAST({p[6]}::JSON AS JSONB), '{{{pk}}}', to_jsonb(ins.{qpk})) AS JSON), "
+        f"{p[7]}::JSON FROM ins RETURNING dbnexus_audit.record_id"
+    )
 
 
 class Compiler:
