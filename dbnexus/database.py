@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _READY = "dbnexus_ready"
 _CHECKIN = "dbnexus_checkin"
+_BORN = "dbnexus_born"
 
 
 class Connection:
@@ -70,6 +71,9 @@ class Database:
         self.shard = shard
         self.ready = False
         self.shard_ops: Any = None  # the pool's dbnexus_shard_operations_total child
+        self._idle: list[tuple[Connection, float]] = []  # LIFO: the warmest first
+        self._waiting = 0
+        self._closing = False
 
     def max_rows(self, width: int) -> int:
         """How many rows of ``width`` values one multi-row statement may carry."""
@@ -171,6 +175,15 @@ class Database:
                     await self._serial.acquire()
             except TimeoutError:
                 raise self._timeout() from None
+        idle = self._idle
+        while idle:
+            conn, since = idle.pop()
+            if self._fresh(conn, since):
+                self._in_use += 1
+                return conn
+            # too old or idle too long: close it, SQLAlchemy's pool opens a new one
+            await self._give_back(conn, discard=True)
+        self._waiting += 1
         try:
             fairy = await greenlet_spawn(self._pool.connect)
         except sa_exc.TimeoutError as exc:
@@ -185,6 +198,8 @@ class Database:
                     ) from exc
                 raise self.translate(exc, "cannot connect") from exc
             raise
+        finally:
+            self._waiting -= 1
         if not self.ready:
             self._initialised()
         conn = Connection(self, fairy)
@@ -196,17 +211,44 @@ class Database:
                 await self.release(conn, discard=True)
                 raise
             fairy.info[_READY] = True
+            fairy.info[_BORN] = time.monotonic()
         return conn
 
+    def _fresh(self, conn: Connection, since: float) -> bool:
+        now = time.monotonic()
+        s = self.settings
+        if s.idle_timeout is not None and now - since > s.idle_timeout:
+            return False
+        born = conn.fairy.info.get(_BORN, now)
+        return s.max_lifetime is None or now - born <= s.max_lifetime
+
     async def release(self, conn: Connection, *, discard: bool = False) -> None:
-        """Return a connection; ``discard`` closes it instead (its state is unknown)."""
+        """Return a connection; ``discard`` closes it instead (its state is unknown).
+
+        Connections stay checked out of SQLAlchemy's pool between operations
+        (a checkout costs two greenlet switches); one goes back to it only when
+        a caller is waiting there, or to be replaced.
+        """
         self._in_use -= 1
+        try:
+            if discard or self._waiting or self._closing:
+                await self._give_back(conn, discard=discard)
+            else:
+                self._idle.append((conn, time.monotonic()))
+        finally:
+            self._unserial()
+
+    async def _give_back(self, conn: Connection, *, discard: bool) -> None:
         try:
             await greenlet_spawn(conn.fairy.invalidate if discard else conn.fairy.close)
         except Exception:
             log.warning("error returning a connection of %s", self.name, exc_info=True)
-        finally:
-            self._unserial()
+
+    async def _return_idle(self) -> None:
+        """Hand every idle connection back to SQLAlchemy's pool."""
+        while self._idle:
+            conn, _ = self._idle.pop()
+            await self._give_back(conn, discard=False)
 
     def _unserial(self) -> None:
         if self._serial is not None and self._serial.locked():
@@ -231,6 +273,8 @@ class Database:
 
     async def run_sync(self, fn: Callable[[sa.Connection], Any]) -> Any:
         """Run ``fn(sync_connection)`` in a transaction (DDL, reflection)."""
+        # idle connections are checked out of SQLAlchemy's pool: let it have them
+        await self._return_idle()
         try:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(fn)
@@ -238,7 +282,10 @@ class Database:
             raise DatabaseError(f"schema operation on {self.name!r} failed: {exc}", exc) from exc
 
     async def close(self) -> None:
+        self._closing = True
+        await self._return_idle()
         await self.engine.dispose()
+        self._closing = False
 
 
 def _install_pool_events(engine: AsyncEngine, settings: PoolSettings, *, wal: bool) -> None:

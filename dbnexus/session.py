@@ -603,6 +603,8 @@ class DbSession:
         om = pool._metrics_op(table, READ)
         if not self._allowed(table, READ):
             await self._denied(info, READ, om, id, tags)
+        if tags:
+            check_tags(tags)
         info.pk.check(id)
         if id is None:
             raise ValidationError(f"find_by_id needs a primary key value for {table}")
@@ -701,6 +703,8 @@ class DbSession:
         om = pool._metrics_op(table, READ)
         if not self._allowed(table, READ):
             await self._denied(info, READ, om, None, tags)
+        if tags:
+            check_tags(tags)
         values: list[Any] = []
         wshape = parse_where(info, where, values)
         oshape = parse_order(info, order_by)
@@ -840,6 +844,8 @@ class DbSession:
         om = pool._metrics_op(table, READ)
         if not self._allowed(table, READ):
             await self._denied(info, READ, om, None, tags)
+        if tags:
+            check_tags(tags)
         values: list[Any] = []
         wshape = parse_where(info, where, values)
         dbs = pool._dbs_for_where(info, wshape, values)
@@ -920,11 +926,7 @@ class DbSession:
             await self._denied(info, INSERT, om, getattr(obj, info.pk.name, None), tags)
         info.validate(obj)
         all_tags = self._tags(tags)
-        values = list(info.values_of(obj))
-        if info.timestamps:
-            now = utcnow()
-            values[info.names.index("created_at")] = now
-            values[info.names.index("updated_at")] = now
+        values = self._new_row(info, obj, utcnow())
         db = pool._route_values(info, values)
         plan = db.compiler.entity(info)
         pk = values[plan.pk_index]
@@ -1160,13 +1162,7 @@ class DbSession:
             info.validate(obj)
         all_tags = self._tags(tags)
         now = utcnow()
-        rows = []
-        for obj in objs:
-            values = list(info.values_of(obj))
-            if info.timestamps:
-                values[info.names.index("created_at")] = now
-                values[info.names.index("updated_at")] = now
-            rows.append(values)
+        rows = [self._new_row(info, obj, now) for obj in objs]
         groups = self._by_shard(info, rows)
         if len(groups) == 1 or self._tx is not None:
             for db, members in groups.items():
@@ -1488,6 +1484,8 @@ class DbSession:
         om = pool._metrics_op(table, READ)
         if not self._allowed(table, READ):
             await self._denied(info, READ, om, None, tags)
+        if tags:
+            check_tags(tags)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
             raise ValidationError(f"limit must be an int from 1 to 10000, got {limit!r}")
         values: list[Any] = []
@@ -1542,6 +1540,7 @@ class DbSession:
         if isinstance(include, str):
             include = [include]
         for name in include:
+            t0 = perf_counter()
             tinfo = entity_info(_relation_target(info, name))
             om = self._pool._metrics_op(tinfo.table_name, READ)
             if name in info.references:
@@ -1562,6 +1561,9 @@ class DbSession:
                     groups.setdefault(getattr(r, fk), []).append(r)
                 for o in objs:
                     object.__setattr__(o, name, groups.get(getattr(o, info.pk.name), []))
+            # a relation load is one read of the related table
+            om.ok.inc()
+            om.duration.observe(perf_counter() - t0)
 
     async def _fetch_in(
         self, info: EntityInfo, om: OpMetrics, field: str, keys: list[Any]
@@ -1584,6 +1586,17 @@ class DbSession:
         for i, values in enumerate(rows):
             groups.setdefault(route(info, values), []).append(i)
         return groups
+
+    @staticmethod
+    def _new_row(info: EntityInfo, obj: Any, now: dt.datetime) -> list[Any]:
+        """Column values of a new row; system fields are dbnexus's, never the caller's."""
+        values = list(info.values_of(obj))
+        if info.timestamps:
+            values[info.names.index("created_at")] = now
+            values[info.names.index("updated_at")] = now
+        if info.soft_delete:
+            values[info.deleted_index] = None
+        return values
 
     @staticmethod
     def _set_values(info: EntityInfo, obj: Any, values: Sequence[Any]) -> None:

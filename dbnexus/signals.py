@@ -12,6 +12,7 @@ is disconnected (when ``remove_failing_callbacks``) with a warning.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import inspect
@@ -79,7 +80,17 @@ class SignalConfig:
 class SignalHandle:
     """What :meth:`Signals.connect` returns; pass it to :meth:`Signals.disconnect`."""
 
-    __slots__ = ("callback", "events", "failures", "id", "is_async", "queue", "table", "task")
+    __slots__ = (
+        "callback",
+        "events",
+        "failures",
+        "id",
+        "is_async",
+        "queue",
+        "table",
+        "task",
+        "thread",
+    )
 
     def __init__(
         self, id: int, callback: Callback, table: str | None, events: frozenset[str] | None
@@ -94,6 +105,8 @@ class SignalHandle:
             not inspect.isroutine(callback) and inspect.iscoroutinefunction(type(callback).__call__)
         )
         self.queue: asyncio.Queue[DatabaseEvent] = asyncio.Queue()
+        # a sync callback runs on a thread of its own: one that blocks holds up only itself
+        self.thread: ThreadPoolExecutor | None = None
         self.task: asyncio.Task[None] | None = None
 
     def wants(self, event: DatabaseEvent) -> bool:
@@ -115,12 +128,7 @@ class Signals:
         self._count = count or (lambda outcome: None)
         self._handles: dict[int, SignalHandle] = {}
         self._ids = itertools.count(1)
-        self._threads: ThreadPoolExecutor | None = None
-
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._threads is None:
-            self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dbnexus-signal")
-        return self._threads
+        self._workers: set[SignalHandle] = set()
 
     @property
     def active(self) -> bool:
@@ -177,6 +185,7 @@ class Signals:
                     handle.queue.put_nowait(event)
             if handle.task is None and not handle.queue.empty():
                 handle.task = asyncio.get_running_loop().create_task(self._worker(handle))
+                self._workers.add(handle)
 
     async def _worker(self, handle: SignalHandle) -> None:
         timeout = self.config.callback_timeout
@@ -193,8 +202,12 @@ class Signals:
                             await handle.callback(event)  # type: ignore[misc]
                         else:
                             # a thread of our own: a blocking callback never blocks the loop
+                            if handle.thread is None:
+                                handle.thread = ThreadPoolExecutor(
+                                    max_workers=1, thread_name_prefix=f"dbnexus-signal-{handle.id}"
+                                )
                             await asyncio.get_running_loop().run_in_executor(
-                                self._executor(), handle.callback, event
+                                handle.thread, handle.callback, event
                             )
                 except TimeoutError:
                     self._failed(handle, "timeout", f"took longer than {timeout}s")
@@ -227,12 +240,17 @@ class Signals:
             await handle.queue.join()
 
     async def close(self) -> None:
-        """Drain, then stop every worker."""
+        """Drain, then stop every worker (also those of callbacks removed for failing)."""
         await self.drain()
-        for handle in self._handles.values():
+        self._handles.clear()
+        workers, self._workers = self._workers, set()
+        for handle in workers:
             if handle.task is not None:
                 handle.task.cancel()
-        self._handles.clear()
-        if self._threads is not None:
-            self._threads.shutdown(wait=False, cancel_futures=True)
-            self._threads = None
+        for handle in workers:
+            if handle.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await handle.task
+            if handle.thread is not None:
+                # a callback still blocked in its thread is abandoned, not waited for
+                handle.thread.shutdown(wait=False, cancel_futures=True)
