@@ -62,7 +62,14 @@ class ResultCache:
     def get_row(self, table: Hashable, pk: Hashable) -> Any:
         """The cached row of ``pk`` or None; counts a hit or a miss."""
         st = self._tables.get(table)
-        return self._count(self._data.get((table, st.rowgen if st else 0, pk)))  # type: ignore[union-attr]
+        try:
+            # one TTLCache lookup (get() would make two)
+            value = self._data[(table, st.rowgen if st else 0, pk)]  # type: ignore[index]
+        except KeyError:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value
 
     def get_query(self, table: Hashable, key: Hashable) -> Any:
         """The cached result of a query on ``table`` or None; counts a hit or a miss."""

@@ -126,7 +126,8 @@ def sql_type_for(
     if pytype is dt.date:
         return sa.Date()
     if pytype is dt.time:
-        return sa.Time()
+        # plain TIME drops microseconds on MySQL/MariaDB
+        return sa.Time().with_variant(mysql.TIME(fsp=6), "mysql", "mariadb")
     if pytype is decimal.Decimal:
         return sa.Numeric(precision, scale, asdecimal=True)
     if pytype is uuid.UUID:

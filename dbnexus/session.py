@@ -113,7 +113,7 @@ class DbSession:
     another on the transaction's connection.
     """
 
-    __slots__ = ("_closed", "_pool", "_tx", "domain", "tags", "user_id")
+    __slots__ = ("_check", "_closed", "_pool", "_tx", "domain", "tags", "user_id")
 
     def __init__(
         self,
@@ -128,6 +128,7 @@ class DbSession:
         if domain is not None and (not isinstance(domain, str) or not domain):
             raise ValidationError(f"domain must be a non-empty string, got {domain!r}")
         self._pool = pool
+        self._check = pool._check
         self.user_id = user_id
         self.domain = domain
         self.tags = check_tags(tags)
@@ -418,7 +419,7 @@ class DbSession:
     # ------------------------------------------------------------- permissions
 
     def _allowed(self, table: str, action: str) -> bool:
-        return self._pool._check(self.user_id, self.domain, table, action)
+        return self._check(self.user_id, self.domain, table, action)
 
     async def _denied(
         self,

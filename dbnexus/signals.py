@@ -169,9 +169,13 @@ class Signals:
         """Stop calling ``handle``'s callback; True if it was connected."""
         if self._handles.pop(handle.id, None) is None:
             return False
-        if handle.task is not None and handle.queue.empty():
-            handle.task.cancel()
+        self._retire(handle)
         return True
+
+    def _retire(self, handle: SignalHandle) -> None:
+        # a call in progress finishes; the worker then skips what is queued and ends
+        if handle.task is not None:
+            handle.queue.put_nowait(None)  # type: ignore[arg-type]
 
     def emit(self, events: list[DatabaseEvent]) -> None:
         """Queue committed events for every interested callback (never blocks)."""
@@ -192,6 +196,9 @@ class Signals:
         while True:
             event = await handle.queue.get()
             try:
+                if event is None:
+                    self._workers.discard(handle)
+                    return
                 if handle.id not in self._handles:
                     continue
                 try:
@@ -226,6 +233,7 @@ class Signals:
         log.debug("signal callback %r %s", handle, why)
         if cfg.remove_failing_callbacks and handle.failures >= cfg.max_consecutive_failures:
             self._handles.pop(handle.id, None)
+            self._retire(handle)
             self._count("removed")
             log.warning(
                 "signal callback %r removed after %d consecutive failures (last: %s)",
@@ -236,7 +244,8 @@ class Signals:
 
     async def drain(self) -> None:
         """Wait until every queued event has been handed to its callback."""
-        for handle in list(self._handles.values()):
+        # retired callbacks too: a call that started before disconnect() still counts
+        for handle in list(self._workers):
             await handle.queue.join()
 
     async def close(self) -> None:
