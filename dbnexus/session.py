@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from time import perf_counter
@@ -1023,7 +1024,10 @@ class DbSession:
                             conn, info, plan, pks[i], rows[i], all_tags
                         )
 
-                await self._write(db, (db.name, table), [pks[i] for i in members], work)
+                single = len(members) == 1 and plan.audited_update is not None
+                await self._write(
+                    db, (db.name, table), [pks[i] for i in members], work, single=single
+                )
         except BaseException as exc:
             await self._failed(
                 pool._default_db(), om, UPDATE, table, None if batch else pks[0], all_tags, exc
@@ -1049,6 +1053,9 @@ class DbSession:
         action: str = UPDATE,
     ) -> tuple[Any, ...]:
         """Lock the row, write ``values`` (system fields kept), audit; returns the old row."""
+        pg = plan.audited_update
+        if pg is not None and action == UPDATE:
+            return await self._update_row_pg(conn, info, plan, pg, pk, values, tags)
         driver = conn.db.driver
         row = await driver.fetch_one(
             conn.raw, plan.by_pk_for_update.sql, plan.by_pk_for_update.params((pk,))
@@ -1606,6 +1613,38 @@ class DbSession:
         else:
             for n, v in zip(info.names, values, strict=True):
                 object.__setattr__(obj, n, v)
+
+    async def _update_row_pg(
+        self,
+        conn: Connection,
+        info: EntityInfo,
+        plan: Any,
+        pg: Any,
+        pk: Any,
+        values: list[Any],
+        tags: tuple[str, ...],
+    ) -> tuple[Any, ...]:
+        """:meth:`_update_row` in one statement (PostgreSQL): lock, update, audit."""
+        names = info.names
+        if info.timestamps:
+            values[names.index("updated_at")] = utcnow()
+        new_json = json.dumps({n: jsonable(values[names.index(n)]) for n in pg.names})
+        audit = insert_plan(conn.db.compiler).params(
+            self._audit_values(UPDATE, info.table_name, pk, "ok", None, tags)
+        )
+        # ts, user_id, domain, table_name, record_id, tags (the database does the rest)
+        audit = [audit[0], audit[1], audit[2], audit[4], audit[5], audit[8]]
+        row = await conn.db.driver.fetch_one(
+            conn.raw, pg.sql, pg.params(info, values, pk, new_json, audit)
+        )
+        if row is None:
+            raise NotFound(info.table_name, pk)
+        old = plan.decode(row)
+        for kept in ("created_at", "deleted_at"):
+            if kept in info.by_name and info.by_name[kept].system:
+                i = names.index(kept)
+                values[i] = old[i]
+        return old
 
     @staticmethod
     def _keep_system_values(

@@ -12,6 +12,8 @@ the query, so a query shape is compiled once and reused.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -88,6 +90,7 @@ class EntityPlan:
     __slots__ = (
         "audited_auto",
         "audited_full",
+        "audited_update",
         "by_pk",
         "by_pk_for_update",
         "decode",
@@ -143,8 +146,9 @@ class EntityPlan:
         if self.delete_returning:
             dele = dele.returning(*t.c)
         self.delete_by_pk = compiler.compile(dele)
-        self.audited_auto = self.audited_full = None
+        self.audited_auto = self.audited_full = self.audited_update = None
         if dialect.name == "postgresql":
+            self.audited_update = PgAuditedUpdate(compiler, info)
             quote = dialect.identifier_preparer.quote
             self.audited_full = _pg_audited_insert(self.insert_full, pk.name, quote)
             if pk.autoincrement:
@@ -179,6 +183,115 @@ def _pg_audited_insert(insert: SqlPlan, pk: str, quote: Callable[[str], str]) ->
         f"CAST(jsonb_set(CAST({p[6]}::JSON AS JSONB), '{{{pk}}}', to_jsonb(ins.{qpk})) AS JSON), "
         f"{p[7]}::JSON FROM ins RETURNING dbnexus_audit.record_id"
     )
+
+
+class PgAuditedUpdate:
+    """One PostgreSQL statement that locks a row, updates it and writes its audit row.
+
+    The changed fields and their old -> new values are worked out by the
+    database and rendered the way :func:`~dbnexus.fieldtypes.jsonable` renders
+    them in Python, so audit rows look the same whichever path wrote them.
+    ``created_at`` and ``deleted_at`` keep their stored values. The statement
+    returns the old row (nothing when it is absent or soft-deleted).
+    """
+
+    __slots__ = ("names", "pk_proc", "procs", "sql")
+
+    def __init__(self, compiler: Compiler, info: EntityInfo) -> None:
+        dialect = compiler.dialect
+        q = dialect.identifier_preparer.quote
+        types = dialect.type_compiler_instance
+        t = info.table
+        kept = {"created_at", "deleted_at"} if info.timestamps or info.soft_delete else set()
+        self.names = tuple(n for n in info.names if n != info.pk.name and n not in kept)
+        self.procs = tuple(t.c[n].type._cached_bind_processor(dialect) for n in self.names)
+        self.pk_proc = t.c[info.pk.name].type._cached_bind_processor(dialect)
+        k = len(self.names)
+        tbl, pk = q(info.table_name), q(info.pk.name)
+        cast = {n: types.process(t.c[n].type.dialect_impl(dialect)) for n in info.names}
+        sets = ", ".join(f"{q(n)} = ${i + 1}::{cast[n]}" for i, n in enumerate(self.names))
+        p = {
+            name: f"${k + i}"
+            for i, name in enumerate(
+                ("pk", "new", "ts", "user", "domain", "table", "record", "tags"), start=1
+            )
+        }
+        live = f" AND {tbl}.{q('deleted_at')} IS NULL" if info.soft_delete else ""
+        cols = ", ".join(f"{tbl}.{q(n)}" for n in info.names)
+        diffs = ", ".join(
+            f"('{n}', CASE WHEN {_pg_changed(info, n, f'u.{q(n)}', i + 1, p['new'], cast)} "
+            f"THEN jsonb_build_array({_pg_json(info, n, f'u.{q(n)}')}, "
+            f"{p['new']}::jsonb -> '{n}') END)"
+            for i, n in enumerate(self.names)
+        )
+        changes = (
+            f"(SELECT COALESCE(jsonb_object_agg(d.k, d.v), '{{}}'::jsonb) FROM (VALUES {diffs})"
+            " AS d(k, v) WHERE d.v IS NOT NULL)::json"
+            if self.names
+            else "'{}'::json"
+        )
+        self.sql = (
+            f"WITH o AS (SELECT {cols} FROM {tbl} "
+            f"WHERE {tbl}.{pk} = {p['pk']}::{cast[info.pk.name]}{live} FOR UPDATE), "
+            f"u AS (UPDATE {tbl} SET {sets} FROM o WHERE {tbl}.{pk} = o.{pk} RETURNING "
+            + ", ".join(f"o.{q(n)}" for n in info.names)
+            + "), "
+            "a AS (INSERT INTO dbnexus_audit "
+            "(ts, user_id, domain, action, table_name, record_id, outcome, changes, tags) "
+            f"SELECT {p['ts']}::TIMESTAMP WITH TIME ZONE, {p['user']}::VARCHAR, "
+            f"{p['domain']}::VARCHAR, 'update', {p['table']}::VARCHAR, {p['record']}::VARCHAR, "
+            f"'ok', {changes}, {p['tags']}::JSON FROM u) "
+            "SELECT * FROM u"
+        )
+
+    def params(
+        self, info: EntityInfo, values: Sequence[Any], pk: Any, new_json: str, audit: Sequence[Any]
+    ) -> list[Any]:
+        """Parameters: the SET values, the key, the new values as JSON, then the audit
+        row's ts, user_id, domain, table_name, record_id, tags (already processed)."""
+        index = info.names.index
+        out = []
+        for n, proc in zip(self.names, self.procs, strict=True):
+            v = values[index(n)]
+            out.append(v if proc is None or v is None else proc(v))
+        if self.pk_proc is not None:
+            pk = self.pk_proc(pk)
+        return [*out, pk, new_json, *audit]
+
+
+def _pg_changed(
+    info: EntityInfo, name: str, old: str, param: int, new: str, cast: dict[str, str]
+) -> str:
+    if info.by_name[name].pytype in (dict, list):
+        # json has no equality operator; jsonb compares by value
+        # None is stored as SQL NULL, not as JSON null
+        return f"{old}::jsonb IS DISTINCT FROM NULLIF({new}::jsonb -> '{name}', 'null'::jsonb)"
+    return f"{old} IS DISTINCT FROM ${param}::{cast[name]}"
+
+
+def _pg_json(info: EntityInfo, name: str, col: str) -> str:
+    """SQL rendering a column value as JSON exactly like ``jsonable`` does in Python."""
+    pytype = info.by_name[name].pytype
+    if pytype is dt.datetime:
+        utc = f"({col} AT TIME ZONE 'UTC')"
+        return (
+            f"to_jsonb(to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+            f"CASE WHEN to_char({utc}, 'US') = '000000' THEN '' "
+            f"ELSE to_char({utc}, '.US') END || '+00:00')"
+        )
+    if pytype is dt.time:
+        stamp = f"(DATE '2000-01-01' + {col})"
+        return (
+            f"to_jsonb(to_char({stamp}, 'HH24:MI:SS') || CASE WHEN to_char({stamp}, 'US') "
+            f"= '000000' THEN '' ELSE to_char({stamp}, '.US') END)"
+        )
+    if pytype is decimal.Decimal:
+        return f"to_jsonb({col}::text)"
+    if pytype is bytes:
+        return f"to_jsonb(translate(encode({col}, 'base64'), E'\\n', ''))"
+    if pytype in (dict, list):
+        return f"{col}::jsonb"
+    return f"to_jsonb({col})"
 
 
 class Compiler:
