@@ -23,10 +23,12 @@ from .errors import (
     TransactionError,
     ValidationError,
 )
+from .pagination import Page
 from .permissions import Permissions
 from .pool import DbPool
 from .query import Q
 from .session import DbSession
+from .signals import DatabaseEvent, SignalConfig
 from .sharding import ShardManager
 
 __version__ = "0.1.0"
@@ -35,6 +37,7 @@ __all__ = [
     "AuditRecord",
     "ConfigError",
     "DatabaseError",
+    "DatabaseEvent",
     "DbNexusError",
     "DbPool",
     "DbSession",
@@ -48,6 +51,7 @@ __all__ = [
     "Q",
     "ShardError",
     "ShardManager",
+    "SignalConfig",
     "TransactionError",
     "ValidationError",
     "__version__",

@@ -1,9 +1,8 @@
 """Entities, a Python reference of ``where``/``order_by`` and a hypothesis runner.
 
 This module holds no tests; the ``test_query_*``, ``test_system_fields``,
-``test_tags``, ``test_relations``, ``test_indexes`` and ``test_signals`` suites
-import it. Entities are built by factories taking the table name, like
-``test_core_support``.
+``test_tags``, ``test_relations`` and ``test_signals`` suites import it.
+Entities are built by factories taking the table name, like ``test_core_support``.
 
 The reference model follows dbnexus's documented semantics: ``x=None`` and
 ``x__ne=None`` mean IS [NOT] NULL, ``__ne`` and ``__not_in`` include rows whose
@@ -13,15 +12,17 @@ is plain (two-valued) negation.
 
 import asyncio
 import datetime as dt
+import decimal
 import random
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dbnexus import Q, crud, entity, field
+from dbnexus import Q, crud, entity, field, related
 
 # --------------------------------------------------------------------- entities
 
@@ -54,6 +55,58 @@ def make_ranked(table: str, *, timestamps: bool = False) -> type:
         label: str = field(max_length=20, default="")
 
     return Ranked
+
+
+def make_typed(table: str) -> type:
+    """One NOT NULL column of each orderable type."""
+
+    @crud
+    @entity(table=table)
+    class Typed:
+        id: int | None = field(primary_key=True, default=None)
+        day: dt.date
+        clock: dt.time
+        when: dt.datetime
+        amount: decimal.Decimal
+        key: uuid.UUID
+        ratio: float
+        flag: bool
+        word: str = field(max_length=10)
+
+    return Typed
+
+
+def make_note(table: str, *, timestamps: bool = True, soft_delete: bool = True) -> type:
+    """A small entity with the system fields switched on."""
+
+    @crud
+    @entity(table=table, timestamps=timestamps, soft_delete=soft_delete)
+    class Note:
+        id: int | None = field(primary_key=True, default=None)
+        title: str = field(max_length=50)
+        n: int = 0
+
+    return Note
+
+
+def make_library(authors: str, books: str, *, soft_delete: bool = False) -> tuple[type, type]:
+    """``Author`` (one-to-many ``books``) and ``Book`` (many-to-one ``author``)."""
+
+    @crud
+    @entity(table=authors, soft_delete=soft_delete)
+    class Author:
+        id: int | None = field(primary_key=True, default=None)
+        name: str = field(max_length=50)
+        books = related(lambda: Book, "author_id")
+
+    @crud
+    @entity(table=books, soft_delete=soft_delete)
+    class Book:
+        id: int | None = field(primary_key=True, default=None)
+        title: str = field(max_length=50)
+        author_id: int | None = field(default=None, references=Author)
+
+    return Author, Book
 
 
 # ------------------------------------------------------------------ the data
@@ -243,7 +296,7 @@ def where_term(draw: st.DrawFn) -> tuple[str, Any]:
 where_dicts = st.lists(where_term(), max_size=3).map(dict)
 
 condition_trees = st.recursive(
-    st.lists(where_term(), min_size=0, max_size=2).map(lambda ts: ("leaf", dict(ts))),
+    st.lists(where_term(), min_size=1, max_size=2).map(lambda ts: ("leaf", dict(ts))),
     lambda sub: st.one_of(
         st.tuples(st.just("and"), sub, sub),
         st.tuples(st.just("or"), sub, sub),
