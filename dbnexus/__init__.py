@@ -44,6 +44,7 @@ __all__ = [
     "IntegrityError",
     "MissingDependencyError",
     "NotFound",
+    "Page",
     "PermissionDenied",
     "Permissions",
     "PoolSettings",
