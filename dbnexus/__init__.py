@@ -28,8 +28,8 @@ from .permissions import Permissions
 from .pool import DbPool
 from .query import Q
 from .session import DbSession
-from .signals import DatabaseEvent, SignalConfig
 from .sharding import ShardManager
+from .signals import DatabaseEvent, SignalConfig
 
 __version__ = "0.1.0"
 

@@ -419,8 +419,23 @@ class DbSession:
 
     # ------------------------------------------------------------- permissions
 
-    def _allowed(self, table: str, action: str) -> bool:
-        return self._check(self.user_id, self.domain, table, action)
+    async def _start(
+        self,
+        info: EntityInfo,
+        action: str,
+        record_id: Any,
+        tags: Sequence[str] | None,
+        *,
+        perm: str | None = None,
+    ) -> OpMetrics:
+        """Every operation's first step: its counters, the permission check, tag checks."""
+        table = info.table_name
+        om = self._pool._metrics_op(table, action)
+        if not self._check(self.user_id, self.domain, table, perm or action):
+            await self._denied(info, perm or action, om, record_id, tags)
+        if tags:
+            check_tags(tags)
+        return om
 
     async def _denied(
         self,
@@ -602,11 +617,7 @@ class DbSession:
         info = entity_info(cls)
         table = info.table_name
         pool = self._pool
-        om = pool._metrics_op(table, READ)
-        if not self._allowed(table, READ):
-            await self._denied(info, READ, om, id, tags)
-        if tags:
-            check_tags(tags)
+        om = await self._start(info, READ, id, tags)
         info.pk.check(id)
         if id is None:
             raise ValidationError(f"find_by_id needs a primary key value for {table}")
@@ -640,8 +651,7 @@ class DbSession:
             await self._audit_read(db, table, id, tags)
         if obj is not None and include:
             await self._load_includes(info, [obj], include)
-        om.ok.inc()
-        om.duration.observe(perf_counter() - t0)
+        _done(om, t0)
         return obj
 
     async def _get_row(self, db: Database, info: EntityInfo, id: Any) -> tuple[Any, ...] | None:
@@ -702,11 +712,7 @@ class DbSession:
         info = entity_info(cls)
         table = info.table_name
         pool = self._pool
-        om = pool._metrics_op(table, READ)
-        if not self._allowed(table, READ):
-            await self._denied(info, READ, om, None, tags)
-        if tags:
-            check_tags(tags)
+        om = await self._start(info, READ, None, tags)
         values: list[Any] = []
         wshape = parse_where(info, where, values)
         oshape = parse_order(info, order_by)
@@ -733,8 +739,7 @@ class DbSession:
             await self._audit_read(pool._default_db(), table, None, tags)
         if include and objs:
             await self._load_includes(info, objs, include)
-        om.ok.inc()
-        om.duration.observe(perf_counter() - t0)
+        _done(om, t0)
         return objs
 
     async def _select(
@@ -843,11 +848,7 @@ class DbSession:
         info = entity_info(cls)
         table = info.table_name
         pool = self._pool
-        om = pool._metrics_op(table, READ)
-        if not self._allowed(table, READ):
-            await self._denied(info, READ, om, None, tags)
-        if tags:
-            check_tags(tags)
+        om = await self._start(info, READ, None, tags)
         values: list[Any] = []
         wshape = parse_where(info, where, values)
         dbs = pool._dbs_for_where(info, wshape, values)
@@ -866,8 +867,7 @@ class DbSession:
             raise
         if pool.audit_reads:
             await self._audit_read(db, table, None, tags)
-        om.ok.inc()
-        om.duration.observe(perf_counter() - t0)
+        _done(om, t0)
         return n
 
     async def _count_on(
@@ -923,9 +923,7 @@ class DbSession:
         info = entity_info(type(obj))
         table = info.table_name
         pool = self._pool
-        om = pool._metrics_op(table, INSERT)
-        if not self._allowed(table, INSERT):
-            await self._denied(info, INSERT, om, getattr(obj, info.pk.name, None), tags)
+        om = await self._start(info, INSERT, getattr(obj, info.pk.name, None), tags)
         info.validate(obj)
         all_tags = self._tags(tags)
         values = self._new_row(info, obj, utcnow())
@@ -971,8 +969,7 @@ class DbSession:
                 all_tags,
                 dict(zip(info.names, values, strict=True)),
             )
-        om.ok.inc()
-        om.duration.observe(perf_counter() - t0)
+        _done(om, t0)
         return obj
 
     async def update(self, obj: T, *, tags: Sequence[str] | None = None) -> T:
@@ -999,12 +996,10 @@ class DbSession:
         info = entity_info(type(objs[0]))
         table = info.table_name
         pool = self._pool
-        om = pool._metrics_op(table, UPDATE)
         pk_name = info.pk.name
-        if not self._allowed(table, UPDATE):
-            await self._denied(
-                info, UPDATE, om, None if batch else getattr(objs[0], pk_name, None), tags
-            )
+        om = await self._start(
+            info, UPDATE, None if batch else getattr(objs[0], pk_name, None), tags
+        )
         for obj in objs:
             info.validate(obj)
             if getattr(obj, pk_name) is None:
@@ -1038,8 +1033,7 @@ class DbSession:
         if pool._has_listeners:
             for i, (pk, values) in enumerate(zip(pks, rows, strict=True)):
                 self._event("update", table, pk, all_tags, _diff(info, olds[i], values))
-        om.ok.inc()
-        om.duration.observe(perf_counter() - t0)
+        _done(om, t0)
 
     async def _update_row(
         self,
@@ -1090,9 +1084,7 @@ class DbSession:
         table = info.table_name
         pool = self._pool
         action = "purge" if purge else DELETE
-        om = pool._metrics_op(table, action)
-        if not self._allowed(table, DELETE):
-            await self._denied(info, DELETE, om, id, tags)
+        om = await self._start(info, action, id, tags, perm=DELETE)
         info.pk.check(id)
         if id is None:
             raise ValidationError(f"delete needs a primary key value for {table}")
@@ -1149,8 +1141,7 @@ class DbSession:
             self._event(
                 "delete", table, id, all_tags, dict(zip(info.names, old_values, strict=True))
             )
-        om.ok.inc()
-        om.duration.observe(perf_counter() - t0)
+        _done(om, t0)
 
     async def insert_batch(
         self, objs: Sequence[T], *, tags: Sequence[str] | None = None
@@ -1163,9 +1154,7 @@ class DbSession:
         info = entity_info(type(objs[0]))
         table = info.table_name
         pool = self._pool
-        om = pool._metrics_op(table, INSERT)
-        if not self._allowed(table, INSERT):
-            await self._denied(info, INSERT, om, None, tags)
+        om = await self._start(info, INSERT, None, tags)
         for obj in objs:
             info.validate(obj)
         all_tags = self._tags(tags)
@@ -1195,8 +1184,7 @@ class DbSession:
                     all_tags,
                     dict(zip(info.names, values, strict=True)),
                 )
-        om.ok.inc()
-        om.duration.observe(perf_counter() - t0)
+        _done(om, t0)
         return objs
 
     async def _insert_rows(
@@ -1268,9 +1256,7 @@ class DbSession:
         t0 = perf_counter()
         table = info.table_name
         pool = self._pool
-        om = pool._metrics_op(table, "restore")
-        if not self._allowed(table, UPDATE):
-            await self._denied(info, UPDATE, om, id, tags)
+        om = await self._start(info, "restore", id, tags, perm=UPDATE)
         info.pk.check(id)
         all_tags = self._tags(tags)
         try:
@@ -1301,8 +1287,7 @@ class DbSession:
         old, values = result
         if pool._has_listeners:
             self._event("update", table, id, all_tags, _diff(info, old, values))
-        om.ok.inc()
-        om.duration.observe(perf_counter() - t0)
+        _done(om, t0)
         return info.build(values)
 
     async def purge(
@@ -1373,9 +1358,7 @@ class DbSession:
         t0 = perf_counter()
         table = info.table_name
         pool = self._pool
-        om = pool._metrics_op(table, action)
-        if not self._allowed(table, action):
-            await self._denied(info, action, om, None, tags)
+        om = await self._start(info, action, None, tags)
         if where is None:
             raise ValidationError(
                 f"{action}_where needs a where condition; pass {{}} explicitly to touch every row"
@@ -1459,8 +1442,7 @@ class DbSession:
                     self._event(
                         "delete" if soft else "update", table, pk, all_tags, _diff(info, old, new)
                     )
-        om.ok.inc()
-        om.duration.observe(perf_counter() - t0)
+        _done(om, t0)
         return len(done)
 
     # ------------------------------------------------------------- pagination
@@ -1489,11 +1471,7 @@ class DbSession:
         info = entity_info(cls)
         table = info.table_name
         pool = self._pool
-        om = pool._metrics_op(table, READ)
-        if not self._allowed(table, READ):
-            await self._denied(info, READ, om, None, tags)
-        if tags:
-            check_tags(tags)
+        om = await self._start(info, READ, None, tags)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 10_000:
             raise ValidationError(f"limit must be an int from 1 to 10000, got {limit!r}")
         values: list[Any] = []
@@ -1521,8 +1499,7 @@ class DbSession:
             await self._audit_read(pool._default_db(), table, None, tags)
         if include and objs:
             await self._load_includes(info, objs, include)
-        om.ok.inc()
-        om.duration.observe(perf_counter() - t0)
+        _done(om, t0)
         return Page(objs, next_cursor)
 
     # ---------------------------------------------------------- relationships
@@ -1536,10 +1513,7 @@ class DbSession:
         for name in include:
             target = _relation_target(info, name)
             tinfo = entity_info(target)
-            if not self._allowed(tinfo.table_name, READ):
-                await self._denied(
-                    tinfo, READ, self._pool._metrics_op(tinfo.table_name, READ), None, tags
-                )
+            await self._start(tinfo, READ, None, tags)
 
     async def _load_includes(
         self, info: EntityInfo, objs: list[Any], include: Sequence[str]
@@ -1668,6 +1642,11 @@ class DbSession:
             self._tx.events.append(event)
         else:
             pool._emit([event])
+
+
+def _done(om: OpMetrics, t0: float) -> None:
+    om.ok.inc()
+    om.duration.observe(perf_counter() - t0)
 
 
 def _only_one(
