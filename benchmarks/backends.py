@@ -9,16 +9,18 @@ a connection of its own, so that a count also proves that a write was committed.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-__all__ = ["BACKENDS", "Admin", "Backend", "backend_for"]
+__all__ = ["BACKENDS", "SHARD_COUNT", "Admin", "Backend", "ShardSet", "backend_for"]
 
 BACKENDS = ("sqlite", "postgres", "mysql")
 
@@ -26,6 +28,8 @@ DEFAULT_URLS = {
     "postgres": "postgresql+asyncpg://root@127.0.0.1:5432/test",
     "mysql": "mysql+aiomysql://root@127.0.0.1:3306/test",
 }
+SHARD_COUNT = 4
+COLUMNS = ("name", "email", "age")
 URL_ENV = {
     "postgres": "DBNEXUS_TEST_POSTGRES_URL",
     "mysql": "DBNEXUS_TEST_MYSQL_URL",
@@ -150,6 +154,20 @@ class Admin:
         async with self._conn.execute(sql, args) as cur:
             return list(await cur.fetchall())
 
+    async def try_lock(self) -> bool:
+        """Take the suite's lock on this server for as long as this connection lives.
+
+        The tables have fixed names, so two runs on one database would drop each
+        other's tables; the second one is refused instead. (SQLite files are private.)
+        """
+        if self.backend.name == "postgres":
+            rows = await self.fetch("SELECT pg_try_advisory_lock(hashtext('dbnexus-bench'))")
+        elif self.mysql:
+            rows = await self.fetch("SELECT GET_LOCK('dbnexus-bench', 0)")
+        else:
+            return True
+        return bool(rows[0][0])
+
     async def server_version(self) -> str:
         if self.backend.name == "postgres":
             row = await self.fetch("SHOW server_version")
@@ -176,10 +194,14 @@ class Admin:
             warnings.simplefilter("ignore")
             await self.execute(f"DROP TABLE IF EXISTS {table}")
 
-    async def seed(self, table: str, rows: Sequence[tuple[str, str, int | None]]) -> list[int]:
-        """Insert *rows* (name, email, age) in one transaction; return every id, ascending."""
-        p = [self._param(i) for i in (1, 2, 3)]
-        sql = f"INSERT INTO {table} (name, email, age) VALUES ({p[0]}, {p[1]}, {p[2]})"
+    async def seed(self, table: str, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+        """Insert *rows* in one transaction; return every id, ascending.
+
+        A row is ``(name, email, age)``, or ``(id, name, email, age)`` to set the ids.
+        """
+        columns = ("id", "name", "email", "age") if rows and len(rows[0]) == 4 else COLUMNS
+        p = ", ".join(self._param(i) for i in range(1, len(columns) + 1))
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({p})"
         if self.backend.name == "postgres":
             async with self._conn.transaction():
                 await self._conn.executemany(sql, rows)
@@ -194,6 +216,29 @@ class Admin:
             await self._conn.execute("COMMIT")
         await self.analyze(table)
         return [r[0] for r in await self.fetch(f"SELECT id FROM {table} ORDER BY id")]
+
+    async def create_users_table(self, table: str) -> None:
+        """The benchmark table's shape in this dialect (what the raw column creates)."""
+        if self.backend.name == "postgres":
+            ddl = "id SERIAL PRIMARY KEY"
+        elif self.mysql:
+            ddl = "id INTEGER NOT NULL AUTO_INCREMENT PRIMARY KEY"
+        else:
+            ddl = "id INTEGER PRIMARY KEY"
+        await self.execute(
+            f"CREATE TABLE {table} ({ddl}, name VARCHAR(100) NOT NULL,"
+            " email VARCHAR(200) NOT NULL UNIQUE, age INTEGER)"
+        )
+
+    async def create_database(self, name: str) -> None:
+        await self.drop_database(name)
+        await self.execute(f"CREATE DATABASE {name}")
+
+    async def drop_database(self, name: str) -> None:
+        force = " WITH (FORCE)" if self.backend.name == "postgres" else ""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            await self.execute(f"DROP DATABASE IF EXISTS {name}{force}")
 
     async def analyze(self, table: str) -> None:
         """Refresh planner statistics (and, on PostgreSQL, clear dead rows) for *table*."""
@@ -218,3 +263,65 @@ class Admin:
         listed = ", ".join(str(int(i)) for i in ids)
         rows = await self.fetch(f"SELECT id, age FROM {table} WHERE id IN ({listed})")
         return {r[0]: r[1] for r in rows}
+
+
+@dataclass
+class ShardSet:
+    """Four shard databases for the scatter-gather case: ``bench_<db>_shard<i>`` databases
+    on the server (files for SQLite), each with the benchmark table, seeded with ids unique
+    across shards and each row on the shard the router names for its email.
+    """
+
+    backends: dict[str, Backend]
+    table: str
+    expected_ids: list[int]  # what find_all (age = FIND_ALL_AGE, id desc, limit) returns
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {name: b.url for name, b in self.backends.items()}
+
+    @classmethod
+    def plan(cls, backend: Backend, workdir: Path, table: str) -> ShardSet:
+        backends: dict[str, Backend] = {}
+        # Named after the main database too, so runs on two databases of one server
+        # do not share shards.
+        prefix = "bench_" + re.sub(r"\W", "_", backend.database or "main")
+        for i in range(SHARD_COUNT):
+            name, database = f"s{i}", f"{prefix}_shard{i}"
+            if backend.name == "sqlite":
+                path = str(workdir / f"{database}.sqlite3")
+                backends[name] = Backend("sqlite", f"sqlite+aiosqlite:///{path}", path=path)
+            else:
+                url = make_url(backend.url).set(database=database)
+                backends[name] = dataclasses.replace(
+                    backend, url=url.render_as_string(hide_password=False), database=database
+                )
+        return cls(backends, table, [])
+
+    async def create(
+        self,
+        admin: Admin,
+        rows: Sequence[tuple[int, str, str, int | None]],
+        route: Callable[[str], str],
+        expected_ids: list[int],
+    ) -> None:
+        """Create the databases and tables, and put each row on ``route(email)``."""
+        by_shard: dict[str, list[tuple[int, str, str, int | None]]] = {n: [] for n in self.backends}
+        for row in rows:
+            by_shard[route(row[2])].append(row)
+        for name, shard in self.backends.items():
+            if admin.backend.name != "sqlite":
+                await admin.create_database(shard.database)
+            shard_admin = Admin(shard)
+            await shard_admin.open()
+            try:
+                await shard_admin.create_users_table(self.table)
+                await shard_admin.seed(self.table, by_shard[name])
+            finally:
+                await shard_admin.close()
+        self.expected_ids = expected_ids
+
+    async def drop(self, admin: Admin) -> None:
+        if admin.backend.name != "sqlite":  # SQLite files go with the temporary directory
+            for shard in self.backends.values():
+                await admin.drop_database(shard.database)

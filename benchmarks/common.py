@@ -10,12 +10,14 @@ then awaits many times, timed. A method that cannot do its case raises
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from benchmarks.backends import Backend
+from benchmarks.backends import Backend, ShardSet
 
 __all__ = [
     "BATCH_SIZE",
@@ -24,21 +26,25 @@ __all__ = [
     "FIND_ALL_LIMIT",
     "LOOKUPS_PER_TASK",
     "POOL_SIZE",
+    "SHARDED_TABLE",
     "Dataset",
     "Implementation",
     "NotApplicable",
     "Operation",
     "RowMaker",
     "concurrent_lookups",
+    "require_shards",
     "seed_rows",
+    "top_rows",
 ]
 
 BATCH_SIZE = 100
 FIND_ALL_AGE = 31
 FIND_ALL_LIMIT = 20
 CONCURRENT_TASKS = 50
-LOOKUPS_PER_TASK = 2
+LOOKUPS_PER_TASK = 1
 POOL_SIZE = 10
+SHARDED_TABLE = "bench_users_sharded"
 
 Row = tuple[str, str, int | None]
 
@@ -82,6 +88,7 @@ class Dataset:
     """
 
     ids: list[int]
+    shards: ShardSet | None = None  # set by the runner for the scatter-gather case
     hit_id: int = 0
     update_ids: list[int] = field(default_factory=list)
     concurrent_ids: list[int] = field(default_factory=list)
@@ -173,7 +180,12 @@ class Implementation:
         raise NotApplicable("dbnexus only")
 
     async def sharded_find_all(self, data: Dataset) -> Operation:
-        raise NotApplicable("dbnexus only")
+        require_shards(data)
+        raise NotApplicable("no sharding (raw and Core show a hand-made scatter-gather)")
+
+    def shard_router(self, urls: dict[str, str]) -> Callable[[str], str] | None:
+        """How the implementation routes an email to a shard, if it shards (dbnexus)."""
+        return None
 
 
 def concurrent_lookups(
@@ -192,3 +204,24 @@ def concurrent_lookups(
         await asyncio.gather(*(task() for _ in range(CONCURRENT_TASKS)))
 
     return Operation(run, ops_per_call=CONCURRENT_TASKS * LOOKUPS_PER_TASK, note=note)
+
+
+def require_shards(data: Dataset) -> ShardSet:
+    if data.shards is None:
+        raise NotApplicable("sharding not implemented yet")
+    return data.shards
+
+
+def top_rows(parts: Sequence[Sequence[Any]], expected_ids: list[int] | None = None) -> list[Any]:
+    """Merge per-shard results (each ``ORDER BY id DESC LIMIT n``) into the global first n.
+
+    With ``expected_ids``, check the merged ids (done once, untimed, before timing).
+    """
+    rows = heapq.nlargest(FIND_ALL_LIMIT, itertools.chain.from_iterable(parts), key=_first)
+    if expected_ids is not None and [r[0] for r in rows] != expected_ids:
+        raise AssertionError(f"scatter-gather returned {[r[0] for r in rows]}")
+    return rows
+
+
+def _first(row: Any) -> Any:
+    return row[0]

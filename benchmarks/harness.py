@@ -28,8 +28,10 @@ __all__ = ["Settings", "Stats", "Timer"]
 class Settings:
     """How long to measure. ``quick()`` trades precision for a run well under a minute."""
 
-    repeat: int = 7
-    target_s: float = 0.2
+    # Many short repetitions rather than a few long ones: on a busy machine a burst of
+    # other work then spoils single repetitions of every column, not one column's figure.
+    repeat: int = 15
+    target_s: float = 0.1
     warmup_s: float = 0.1
     max_calls_per_rep: int = 200_000
 
@@ -96,7 +98,11 @@ class Timer:
         """One cold call, then calls for ``warmup_s`` (at least one) to calibrate on."""
         s = self.settings
         budget = self.op.max_calls
-        await self._run(1)
+        cold = await self._run(1)
+        if cold >= 3 * s.target_s * 1e9:
+            # Even at a third of this, one call fills a repetition: nothing to calibrate.
+            self.calls_done, self.calls_per_rep = 1, 1
+            return
         calls, elapsed = 1, 0
         limit = int(s.warmup_s * 1e9)
         while True:

@@ -8,6 +8,7 @@ commits), build the statement, execute it. The pool holds up to 10 connections
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
@@ -20,10 +21,13 @@ from benchmarks.common import (
     FIND_ALL_AGE,
     FIND_ALL_LIMIT,
     POOL_SIZE,
+    SHARDED_TABLE,
     Dataset,
     Implementation,
     Operation,
     concurrent_lookups,
+    require_shards,
+    top_rows,
 )
 
 __all__ = ["implementations"]
@@ -36,6 +40,11 @@ users = Table(
     Column("name", String(100), nullable=False),
     Column("email", String(200), nullable=False, unique=True),
     Column("age", Integer, nullable=True),
+)
+
+
+sharded_users = Table(
+    SHARDED_TABLE, MetaData(), *(Column(c.name, c.type, primary_key=c.primary_key) for c in users.c)
 )
 
 
@@ -56,11 +65,13 @@ class CoreImpl(Implementation):
     async def setup(self, backend: Backend) -> None:
         await super().setup(backend)
         self.engine = engine_for(backend)
+        self.shard_engines: list[AsyncEngine] = []
         async with self.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
 
     async def teardown(self) -> None:
-        await self.engine.dispose()
+        for engine in [self.engine, *self.shard_engines]:
+            await engine.dispose()
 
     async def _find(self, id_: int) -> Any:
         async with self.engine.connect() as conn:
@@ -133,3 +144,24 @@ class CoreImpl(Implementation):
 
     async def concurrent_find(self, data: Dataset) -> Operation:
         return concurrent_lookups(self._find, data.concurrent_ids, "engine pool_size=10")
+
+    async def sharded_find_all(self, data: Dataset) -> Operation:
+        shards = require_shards(data)
+        self.shard_engines = [create_async_engine(url) for url in shards.urls.values()]
+        engines, t = self.shard_engines, sharded_users
+
+        async def one(engine: AsyncEngine) -> Any:
+            stmt = (
+                select(t)
+                .where(t.c.age == FIND_ALL_AGE)
+                .order_by(t.c.id.desc())
+                .limit(FIND_ALL_LIMIT)
+            )
+            async with engine.connect() as conn:
+                return (await conn.execute(stmt)).all()
+
+        async def op() -> object:
+            return top_rows(await asyncio.gather(*(one(e) for e in engines)))
+
+        top_rows(await asyncio.gather(*(one(e) for e in engines)), shards.expected_ids)
+        return Operation(op, note="an engine per shard, asyncio.gather, merged in Python")

@@ -6,7 +6,8 @@ Both have permissions on (an RBAC policy: alice is an editor, editors may read, 
 and update the table), metrics on (always, in a fresh registry per pool) and audit on
 (always for writes: each insert/update/batch writes its audit row(s) in the same
 transaction). Every operation takes a fresh ``pool.session("alice")``, as a request
-handler would.
+handler would. Case 10 opens a second pool of each kind over four shard databases
+(``DbPool.connect(shards=ShardManager.hash(urls))``) for a sharded twin of the entity.
 
 Importing this module fails while dbnexus cannot be imported; the runner then prints
 the columns as n/a with the error.
@@ -14,8 +15,10 @@ the columns as n/a with the error.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import dbnexus
@@ -25,15 +28,17 @@ from benchmarks.common import (
     FIND_ALL_AGE,
     FIND_ALL_LIMIT,
     POOL_SIZE,
+    SHARDED_TABLE,
     Dataset,
     Implementation,
     NotApplicable,
     Operation,
     concurrent_lookups,
+    require_shards,
 )
 from dbnexus import DbPool, Permissions, crud, entity, field
 
-__all__ = ["MODEL", "BenchUser", "implementations", "policy_text"]
+__all__ = ["MODEL", "BenchUser", "implementations", "policy_text", "sharded_entity"]
 
 TABLE = "bench_users_dbnexus"
 USER = "alice"
@@ -67,9 +72,13 @@ m = g(r.sub, p.sub) && r.obj == p.obj && r.act == p.act
 """
 
 
-def policy_text(table: str = TABLE) -> str:
+def policy_text() -> str:
     return "\n".join(
-        [f"p, editor, {table}, {action}" for action in ("read", "insert", "update")]
+        [
+            f"p, editor, {table}, {action}"
+            for table in (TABLE, SHARDED_TABLE)
+            for action in ("read", "insert", "update")
+        ]
         + [f"g, {USER}, editor"]
     )
 
@@ -87,19 +96,24 @@ class DbnexusImpl(Implementation):
         self.label = "dbnexus cache on" if cache else "dbnexus cache off"
         super().__init__()
 
+    def _options(self) -> dict[str, Any]:
+        return {
+            "permissions": Permissions.from_text(MODEL, policy_text()),
+            "cache_ttl": 60 if self.cache else 0,
+            "cache_maxsize": 10_000,
+            "max_connections": POOL_SIZE,
+        }
+
     async def setup(self, backend: Backend) -> None:
         await super().setup(backend)
-        self.pool = await DbPool.connect(
-            backend.url,
-            permissions=Permissions.from_text(MODEL, policy_text()),
-            cache_ttl=60 if self.cache else 0,
-            cache_maxsize=10_000,
-            max_connections=POOL_SIZE,
-        )
-        await self.pool.migrate()
+        self.shard_pool: Any = None
+        self.pool = await DbPool.connect(backend.url, **self._options())
+        await self.pool.migrate([BenchUser])
 
     async def teardown(self) -> None:
-        await self.pool.close()
+        for pool in (self.pool, self.shard_pool):
+            if pool is not None:
+                await pool.close()
 
     async def _find(self, id_: int) -> Any:
         async with self.pool.session(USER) as s:
@@ -183,11 +197,47 @@ class DbnexusImpl(Implementation):
         return Operation(op)
 
     async def sharded_find_all(self, data: Dataset) -> Operation:
-        # dbnexus.ShardManager routes keys, but no DbPool opens shards with it yet.
-        if not hasattr(dbnexus, "ShardManager") or not _pool_takes_shards():
+        if not sharding_works():
             raise NotApplicable("sharding not implemented yet")
-        raise NotApplicable("sharding not implemented yet (DbPool takes shards: add this case)")
+        shards = require_shards(data)
+        cls = sharded_entity()
+        self.shard_pool = await DbPool.connect(
+            shards=dbnexus.ShardManager.hash(shards.urls), **self._options()
+        )
+        await self.shard_pool.migrate([cls])
+        pool, where, limit = self.shard_pool, {"age": FIND_ALL_AGE}, FIND_ALL_LIMIT
+
+        async def op() -> object:
+            async with pool.session(USER) as s:
+                return await cls.find_all(s, where=where, order_by="-id", limit=limit)
+
+        got = await op()
+        if [u.id for u in got] != shards.expected_ids:  # type: ignore[attr-defined]
+            raise AssertionError(f"scatter-gather returned {got!r}")
+        note = "cache on: the shards' results come from the result cache" if self.cache else None
+        return Operation(op, note=note)
+
+    def shard_router(self, urls: dict[str, str]) -> Callable[[str], str] | None:
+        return dbnexus.ShardManager.hash(urls).shard_for_key if sharding_works() else None
 
 
-def _pool_takes_shards() -> bool:
-    return "shards" in inspect.signature(DbPool.connect).parameters
+def sharding_works() -> bool:
+    """dbnexus has a ShardManager and DbPool.connect can open a pool over one."""
+    return hasattr(dbnexus, "ShardManager") and (
+        "shards" in inspect.signature(DbPool.connect).parameters
+    )
+
+
+@functools.cache
+def sharded_entity() -> type:
+    """The sharded twin of :class:`BenchUser`, declared on first use (only when needed)."""
+
+    @crud
+    @entity(table=SHARDED_TABLE, shard_key="email")
+    class ShardedUser:
+        id: int | None = field(primary_key=True, default=None)
+        name: str = field(max_length=100)
+        email: str = field(max_length=200, unique=True)
+        age: int | None = None
+
+    return ShardedUser

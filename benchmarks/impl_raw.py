@@ -24,12 +24,15 @@ from benchmarks.common import (
     Implementation,
     Operation,
     concurrent_lookups,
+    require_shards,
+    top_rows,
 )
 
 __all__ = ["implementations"]
 
 TABLE = "bench_users_raw"
 COLUMNS = "id, name, email, age"
+SHARD_NOTE = "one connection per shard, asyncio.gather, merged in Python"
 
 
 def implementations(backend: Backend) -> list[Implementation]:
@@ -63,11 +66,13 @@ class RawPostgres(Implementation):
             " email VARCHAR(200) NOT NULL UNIQUE, age INTEGER)"
         )
         self.pool: Any = None
+        self.shard_conns: list[Any] = []
 
     async def teardown(self) -> None:
         if self.pool is not None:
             await self.pool.close()
-        await self.conn.close()
+        for conn in [self.conn, *self.shard_conns]:
+            await conn.close()
 
     async def _find(self, id_: int) -> Any:
         return await self.conn.fetchrow(self.SELECT_ID, id_)
@@ -152,6 +157,20 @@ class RawPostgres(Implementation):
 
         return concurrent_lookups(lookup, data.concurrent_ids, "asyncpg.create_pool(10)")
 
+    async def sharded_find_all(self, data: Dataset) -> Operation:
+        import asyncpg
+
+        shards = require_shards(data)
+        conns = [await asyncpg.connect(**b.asyncpg_kwargs) for b in shards.backends.values()]
+        self.shard_conns = conns
+        sql, args = self.FIND_ALL.replace(TABLE, shards.table), (FIND_ALL_AGE, FIND_ALL_LIMIT)
+
+        async def op() -> object:
+            return top_rows(await asyncio.gather(*(c.fetch(sql, *args) for c in conns)))
+
+        top_rows(await asyncio.gather(*(c.fetch(sql, *args) for c in conns)), shards.expected_ids)
+        return Operation(op, note=SHARD_NOTE)
+
 
 class RawMysql(Implementation):
     key = "raw"
@@ -177,12 +196,14 @@ class RawMysql(Implementation):
                 " age INTEGER) ENGINE=InnoDB"
             )
         self.pool: Any = None
+        self.shard_conns: list[Any] = []
 
     async def teardown(self) -> None:
         if self.pool is not None:
             self.pool.close()
             await self.pool.wait_closed()
-        self.conn.close()
+        for conn in [self.conn, *self.shard_conns]:
+            conn.close()
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Any]:
@@ -275,6 +296,26 @@ class RawMysql(Implementation):
 
         return concurrent_lookups(lookup, data.concurrent_ids, "aiomysql.create_pool(10)")
 
+    async def sharded_find_all(self, data: Dataset) -> Operation:
+        import aiomysql
+
+        shards = require_shards(data)
+        for b in shards.backends.values():
+            self.shard_conns.append(await aiomysql.connect(**b.aiomysql_kwargs, autocommit=True))
+        conns = self.shard_conns
+        sql, args = self.FIND_ALL.replace(TABLE, shards.table), (FIND_ALL_AGE, FIND_ALL_LIMIT)
+
+        async def fetch(conn: Any) -> Any:
+            async with conn.cursor() as cur:
+                await cur.execute(sql, args)
+                return await cur.fetchall()
+
+        async def op() -> object:
+            return top_rows(await asyncio.gather(*(fetch(c) for c in conns)))
+
+        top_rows(await asyncio.gather(*(fetch(c) for c in conns)), shards.expected_ids)
+        return Operation(op, note=SHARD_NOTE)
+
 
 class RawSqlite(Implementation):
     key = "raw"
@@ -300,11 +341,11 @@ class RawSqlite(Implementation):
         )
         await self.conn.commit()
         self.pool: list[Any] = []
+        self.shard_conns: list[Any] = []
 
     async def teardown(self) -> None:
-        for conn in self.pool:
+        for conn in [*self.pool, *self.shard_conns, self.conn]:
             await conn.close()
-        await self.conn.close()
 
     async def _find(self, id_: int) -> Any:
         rows = await self.conn.execute_fetchall(self.SELECT_ID, (id_,))
@@ -389,3 +430,19 @@ class RawSqlite(Implementation):
 
         note = "aiosqlite has no pool: 10 connections in an asyncio.Queue"
         return concurrent_lookups(lookup, data.concurrent_ids, note)
+
+    async def sharded_find_all(self, data: Dataset) -> Operation:
+        import aiosqlite
+
+        shards = require_shards(data)
+        for b in shards.backends.values():
+            self.shard_conns.append(await aiosqlite.connect(b.path))
+        conns = self.shard_conns
+        sql, args = self.FIND_ALL.replace(TABLE, shards.table), (FIND_ALL_AGE, FIND_ALL_LIMIT)
+
+        async def op() -> object:
+            return top_rows(await asyncio.gather(*(c.execute_fetchall(sql, args) for c in conns)))
+
+        parts = await asyncio.gather(*(c.execute_fetchall(sql, args) for c in conns))
+        top_rows(parts, shards.expected_ids)
+        return Operation(op, note=SHARD_NOTE)

@@ -27,9 +27,17 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.backends import BACKENDS, Admin, Backend, backend_for
+from benchmarks.backends import BACKENDS, Admin, Backend, ShardSet, backend_for
 from benchmarks.cases import CASES, COLUMNS, PERMISSIONS_CASE, Case, Column
-from benchmarks.common import Dataset, Implementation, NotApplicable, seed_rows
+from benchmarks.common import (
+    FIND_ALL_AGE,
+    FIND_ALL_LIMIT,
+    SHARDED_TABLE,
+    Dataset,
+    Implementation,
+    NotApplicable,
+    seed_rows,
+)
 from benchmarks.harness import Settings, Timer
 from benchmarks.report import Cell, Table, ratios, render
 
@@ -136,7 +144,7 @@ async def check_writes(
             verdict = f"{found} of {expected} inserted rows found committed"
             ok = found == expected
         else:
-            touched = max(t.calls_done for _, t in group if t.op.updated_ids is not None)
+            touched = max((t.calls_done for _, t in group if t.op.updated_ids), default=0)
             ages = await admin.ages(table, data.update_ids)
             updated = sum(1 for a in ages.values() if a is not None and a >= UPDATED_AGE)
             want = min(touched, len(data.update_ids))
@@ -165,12 +173,16 @@ async def run_backend(
     backend = backend_for(name, workdir)
     admin = Admin(backend)
     await admin.open()
+    if not await admin.try_lock():
+        await admin.close()
+        raise RuntimeError("another benchmark run is using this database; run one at a time")
     server = await admin.server_version()
     log(f"{name}: {server}")
     tables_before = await admin.table_names()
     impls, failed = load_implementations(columns, backend)
     live: list[Implementation] = []
     rows: dict[str, dict[str, Cell]] = {}
+    shardset: ShardSet | None = None
     try:
         for table in dict.fromkeys(i.table for i in impls):
             if table.startswith("bench_"):
@@ -191,6 +203,10 @@ async def run_backend(
         log(f"  set up {len(live)} implementations, seeded {len(datasets)} tables")
         for case in cases:
             t0 = time.perf_counter()
+            if case.key == "sharded_find_all":
+                shardset = await make_shards(backend, workdir, live, admin, seed_count)
+                for data in datasets.values():
+                    data.shards = shardset
             cells = await run_case(case, live, datasets, admin, settings)
             for key, reason in failed.items():
                 cells[key] = Cell(na=reason)
@@ -212,6 +228,8 @@ async def run_backend(
                 await admin.execute(f"DELETE FROM {AUDIT_TABLE} WHERE table_name IN ({ours})")
         for table in dict.fromkeys(i.table for i in impls):
             await admin.drop_table(table)
+        if shardset is not None:
+            await shardset.drop(admin)
         await admin.close()
     return {
         "server": server,
@@ -220,6 +238,24 @@ async def run_backend(
         "seconds": round(time.perf_counter() - started, 2),
         "cases": rows,
     }
+
+
+async def make_shards(
+    backend: Backend,
+    workdir: Path,
+    live: Sequence[Implementation],
+    admin: Admin,
+    seed_count: int,
+) -> ShardSet | None:
+    """Four seeded shard databases, routed as dbnexus routes; None if nothing shards."""
+    shardset = ShardSet.plan(backend, workdir, SHARDED_TABLE)
+    route = next((r for i in live if (r := i.shard_router(shardset.urls)) is not None), None)
+    if route is None:
+        return None
+    rows = [(i + 1, *row) for i, row in enumerate(seed_rows(seed_count))]
+    expected = sorted((r[0] for r in rows if r[3] == FIND_ALL_AGE), reverse=True)
+    await shardset.create(admin, rows, route, expected[:FIND_ALL_LIMIT])
+    return shardset
 
 
 def backend_table(
@@ -264,7 +300,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="all",
         help=f"comma-separated, from {','.join(c.key for c in COLUMNS)} (default: all)",
     )
-    p.add_argument("--repeat", type=int, help="repetitions per figure (default 7, quick 3)")
+    p.add_argument("--repeat", type=int, help="repetitions per figure (default 15, quick 3)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
     p.add_argument("--seed-rows", type=int, help="rows per table (default 20000, quick 4000)")
     return p.parse_args(argv)
@@ -380,13 +416,13 @@ async def amain(args: argparse.Namespace) -> int:
                 print(f"== {name}: n/a: {describe(exc)} ==\n", flush=True)
                 continue
             doc["backends"][name] = result
-            print(render(backend_table(name, result, cases, columns)), "\n", flush=True)
+            print(render(backend_table(name, result, cases, columns)) + "\n", flush=True)
     if with_permissions:
         from benchmarks.bench_permissions import permissions_table, run_permissions
 
         perms = await run_permissions(settings)
         doc["permissions"] = perms
-        print(render(permissions_table(perms)), "\n", flush=True)
+        print(render(permissions_table(perms)) + "\n", flush=True)
     doc["seconds"] = round(time.perf_counter() - started, 2)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(to_json(doc), indent=2, ensure_ascii=False) + "\n")

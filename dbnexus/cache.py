@@ -130,6 +130,11 @@ class ResultCache:
             for pk in pks:
                 data.pop((table, st.rowgen, pk), None)
 
+    def invalidate(self, table: Hashable) -> None:
+        """Forget everything cached for ``table`` (rows and query results)."""
+        self.begin_write(table)
+        self.end_write(table, None)
+
     def clear(self) -> None:
         """Drop every entry."""
         if self._data is not None:

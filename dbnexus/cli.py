@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,6 +19,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     from . import DbPool
 
+    # like `python -m`, find the application's modules from the current directory
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for module in args.module:
         # importing the module declares its entities on dbnexus.metadata
         importlib.import_module(module)
@@ -49,7 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate.set_defaults(func=_migrate)
 
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    from .errors import DbNexusError
+
+    try:
+        return int(args.func(args))
+    except (DbNexusError, ImportError) as exc:
+        print(f"dbnexus {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

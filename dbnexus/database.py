@@ -277,9 +277,22 @@ class Database:
         await self._return_idle()
         try:
             async with self.engine.begin() as conn:
-                return await conn.run_sync(fn)
-        except sa_exc.SQLAlchemyError as exc:
-            raise DatabaseError(f"schema operation on {self.name!r} failed: {exc}", exc) from exc
+                result = await conn.run_sync(fn)
+        except DbNexusError:
+            raise
+        except Exception as exc:
+            # the database's failures are translated; the caller's own exceptions pass
+            from_db = isinstance(exc, sa_exc.SQLAlchemyError | OSError) or (
+                self.driver.translate(exc) is not None
+            )
+            if not from_db:
+                raise
+            if self.shard and not isinstance(exc, sa_exc.IntegrityError):
+                raise ShardError(f"shard {self.name!r} failed: {exc}", shard=self.name) from exc
+            raise DatabaseError(f"operation on {self.name!r} failed: {exc}", exc) from exc
+        if not self.ready:
+            self._initialised()
+        return result
 
     async def close(self) -> None:
         self._closing = True

@@ -71,6 +71,7 @@ class _FieldOptions:
     on_delete: str | None = None
     precision: int = 20
     scale: int = 6
+    relation: str | None = None
 
 
 def field(
@@ -84,6 +85,7 @@ def field(
     autoincrement: bool | None = None,
     references: type | None = None,
     on_delete: str | None = None,
+    relation: str | None = None,
     precision: int = 20,
     scale: int = 6,
     repr: bool = True,
@@ -99,6 +101,9 @@ def field(
         unique, index: create a unique constraint / an index on this column.
         references: an entity class; the column becomes a foreign key to its primary key.
         on_delete: ``"CASCADE"``, ``"SET NULL"`` or ``"RESTRICT"`` for ``references``.
+        relation: the name ``include=`` loads the referenced row under; by default
+            the field name without its ``_id`` suffix (``author_id`` -> ``author``).
+            A field not ending in ``_id`` has no relation unless one is named.
         precision, scale: for ``Decimal`` fields.
 
     Example::
@@ -120,6 +125,7 @@ def field(
         autoincrement=autoincrement,
         references=references,
         on_delete=on_delete.upper() if on_delete else None,
+        relation=check_identifier(relation, "relation") if relation else None,
         precision=precision,
         scale=scale,
     )
@@ -197,6 +203,7 @@ class FieldInfo:
     unique: bool
     system: bool
     references: type | None
+    relation: str | None
     check: Callable[[Any], None]
     column: sa.Column[Any]
 
@@ -376,12 +383,14 @@ def _build_entity(
     for rel_name in relations:
         if rel_name in by_name:
             raise ValidationError(f"{cls.__name__}: relation {rel_name!r} clashes with a field")
+    references = {f.relation: f.name for f in fields if f.references is not None and f.relation}
+    for rel_name in references:
+        if rel_name in by_name or rel_name in relations:
+            raise ValidationError(
+                f"{cls.__name__}: relation {rel_name!r} clashes with a field or relation; "
+                "name it with field(references=..., relation='...')"
+            )
     table_obj = _make_table(md, table_name, fields, indexes, by_name, cls.__name__)
-    references = {
-        f.name[:-3] if f.name.endswith("_id") else f.name: f.name
-        for f in fields
-        if f.references is not None
-    }
     info = EntityInfo(
         cls=cls,
         table_name=table_name,
@@ -533,6 +542,8 @@ def _make_field(
         unique=opts.unique,
         system=system,
         references=opts.references,
+        relation=opts.relation
+        or (name[:-3] if opts.references is not None and name.endswith("_id") else None),
         check=value_checker(name, pytype, nullable or autoincrement, opts.max_length),
         column=column,
     )
@@ -570,14 +581,14 @@ def _add_indexes(
             cols.append(table.c[c])
         kw: dict[str, Any] = {}
         if spec.where:
-            cond = sa.and_(
-                *[
-                    table.c[by_name[k].name] == sa.literal(v, type_=by_name[k].column.type)
-                    if k in by_name
-                    else _bad_index_field(cls_name, spec.name, k)
-                    for k, v in spec.where.items()
-                ]
-            )
+            terms = []
+            for k, v in spec.where.items():
+                if k not in by_name:
+                    _bad_index_field(cls_name, spec.name, k)
+                col = table.c[k]
+                # None means IS NULL ("unique among live rows": where={"deleted_at": None})
+                terms.append(col.is_(None) if v is None else col == sa.literal(v, type_=col.type))
+            cond = sa.and_(*terms)
             kw = {"postgresql_where": cond, "sqlite_where": cond}
         sa.Index(spec.name, *cols, unique=spec.unique, **kw)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -66,11 +66,10 @@ class DbPool:
         self.metrics = metrics
         self.audit_reads = audit_reads
         self._ops: dict[tuple[str, str], OpMetrics] = {}
+        self._dependents: dict[str, list[str]] = {}
         for db in databases.values():
             db.shard_ops = metrics.shard(db.name)
-        # where NULLs sort ascending when merging shards' results (as the databases do)
-        dialects = {db.dialect.name for db in databases.values()}
-        self._nulls_first = dialects != {"postgresql"}
+        self._set_merge_rules(databases)
         self._closed = False
         callbacks = metrics.signal_callbacks
         self.signals = Signals(signals, lambda outcome: callbacks.labels(outcome).inc())
@@ -146,6 +145,13 @@ class DbPool:
             raise ConfigError(
                 f"permissions must be a dbnexus.Permissions, got {type(permissions).__name__}"
             )
+        try:
+            metrics = Metrics(registry)
+        except ValueError as exc:
+            raise ConfigError(
+                f"the Prometheus registry already holds dbnexus metrics ({exc}); give each "
+                "pool its own registry (the default)"
+            ) from exc
         if shards is None:
             manager = ShardManager.hash({"default": url})  # type: ignore[dict-item]
             dbs = {"default": await Database.open("default", url, settings, echo=echo)}
@@ -158,7 +164,7 @@ class DbPool:
             dbs,
             permissions=permissions,
             cache=cache,
-            metrics=Metrics(registry),
+            metrics=metrics,
             audit_reads=audit_reads,
             signals=signals,
             cursor_secret=_secret(cursor_secret),
@@ -203,6 +209,39 @@ class DbPool:
             m = self._ops[key] = self.metrics.op(table, action)
         return m
 
+    def _set_merge_rules(self, dbs: dict[str, Database]) -> None:
+        """How scatter-gather merges sort, so the result is what one database returns.
+
+        Shards of one kind sort NULLs their way (last ascending on PostgreSQL,
+        first on SQLite and MySQL) and the merge follows; shards of mixed kinds
+        are told to sort NULLs first. MySQL's default collations compare text
+        case-insensitively, so the merge compares casefolded text there.
+        """
+        dialects = {db.dialect.name for db in dbs.values()}
+        self._nulls_first = dialects != {"postgresql"}
+        self._scatter_nulls: bool | None = None if len(dialects) == 1 else True
+        self._text_key: Callable[[str], str] | None = (
+            str.casefold if dialects == {"mysql"} else None
+        )
+
+    def _cascade(self, info: EntityInfo) -> None:
+        """Forget cached rows of tables whose foreign keys cascade from ``info``'s table.
+
+        ``ON DELETE CASCADE`` / ``SET NULL`` change those rows inside the
+        database, where no write through the pool sees them.
+        """
+        deps = self._dependents.get(info.table_name)
+        if deps is None:
+            deps = self._dependents[info.table_name] = [
+                t.name
+                for t in info.table.metadata.sorted_tables
+                for fk in t.foreign_keys
+                if fk.column.table is info.table and fk.ondelete
+            ]
+        for name in deps:
+            for db in self._dbs.values():
+                self.cache.invalidate((db.name, name))
+
     # ---------------------------------------------------------------- routing
 
     def _set_shards(self, manager: ShardManager, dbs: dict[str, Database]) -> None:
@@ -212,7 +251,7 @@ class DbPool:
                 db.shard_ops = self.metrics.shard(db.name)
         self._dbs = dbs
         self._default = dbs[manager.default_shard]
-        self._nulls_first = {db.dialect.name for db in dbs.values()} != {"postgresql"}
+        self._set_merge_rules(dbs)
         self.shards.manager = manager
 
     def _default_db(self) -> Database:
@@ -250,6 +289,8 @@ class DbPool:
         keys = shard_key_values(where, values, info.shard_key)
         if keys is None:
             return list(self._dbs.values())
+        if not keys:
+            return []
         names = self.shards.manager.shards_for_keys(keys)
         return [db for name, db in self._dbs.items() if name in names]
 

@@ -228,20 +228,34 @@ class _Binds:
 def shard_key_values(shape: Shape, values: Sequence[Any], field: str) -> list[Any] | None:
     """The values an AND-ed ``field = x`` / ``field__in`` condition allows, or None.
 
-    Used to ask only the shards those values route to. None means the query
-    does not pin the field, so every shard must be asked.
+    Used to ask only the shards those values route to. Conditions inside
+    nested ANDs (``Q(tenant_id=k) & Q(...)``) count; anything under OR or NOT
+    does not. None means the query does not pin the field, so every shard
+    must be asked; an empty list means no row can match.
     """
-    if not shape or len(shape) != 2 or shape[0] != "and":
-        return None
-    pos = 0
-    found: list[Any] | None = None
-    for term in shape[1]:
-        width = _arity(term)
-        if len(term) == 3 and term[0] == field and term[1] in ("eq", "in"):
-            keys = list(values[pos : pos + width])
-            found = keys if found is None else [k for k in found if k in keys]
-        pos += width
+    found, _ = _pinned(shape, values, 0, field) if shape else (None, 0)
     return found
+
+
+def _pinned(
+    shape: Shape, values: Sequence[Any], pos: int, field: str
+) -> tuple[list[Any] | None, int]:
+    """(values pinned under an AND node, position after it)."""
+    if len(shape) == 3:
+        width = _arity(shape)
+        name, op, _ = shape
+        if name == field and op in ("eq", "in"):
+            return list(values[pos : pos + width]), pos + width
+        return None, pos + width
+    op, children = shape
+    if op != "and":
+        return None, pos + _arity(shape)
+    found: list[Any] | None = None
+    for child in children:
+        keys, pos = _pinned(child, values, pos, field)
+        if keys is not None:
+            found = keys if found is None else [k for k in found if k in keys]
+    return found, pos
 
 
 def _arity(shape: Shape) -> int:
@@ -322,17 +336,25 @@ def select_statement(
     offset: bool = False,
     include_deleted: bool = False,
     for_update: bool = False,
+    nulls_first: bool | None = None,
 ) -> sa.Select[Any]:
-    """SELECT every column of the entity; limit/offset are the last binds when set."""
+    """SELECT every column of the entity; limit/offset are the last binds when set.
+
+    ``nulls_first`` pins where NULLs sort (first in ascending order, or last),
+    instead of leaving it to the database: shards of different databases must agree.
+    """
     binds = _Binds()
     stmt = _filtered(info, sa.select(*info.table.c), where, binds, include_deleted)
     if order:
-        stmt = stmt.order_by(
-            *[
-                info.table.c[name].desc() if desc else info.table.c[name].asc()
-                for name, desc in order
-            ]
-        )
+        clauses: list[Any] = []
+        for name, desc in order:
+            col = info.table.c[name]
+            if nulls_first is not None and col.nullable:
+                # portable NULLS FIRST/LAST: MySQL has no such syntax
+                first = nulls_first != desc
+                clauses.append(col.is_(None).desc() if first else col.is_(None).asc())
+            clauses.append(col.desc() if desc else col.asc())
+        stmt = stmt.order_by(*clauses)
     if limit:
         stmt = stmt.limit(sa.bindparam(f"p{binds.n}", type_=sa.Integer()))
         binds.n += 1

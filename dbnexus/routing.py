@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .config import PoolSettings
@@ -115,11 +115,13 @@ def merge_rows(
     order: Sequence[tuple[int, bool]],
     *,
     nulls_first: bool,
+    text_key: Callable[[str], str] | None = None,
 ) -> list[tuple[Any, ...]]:
     """Merge per-shard results into one list sorted as one database would sort it.
 
     ``order`` holds (column index, descending) pairs; ``nulls_first`` says
-    where NULLs go in ascending order (the reverse in descending order).
+    where NULLs go in ascending order (the reverse in descending order);
+    ``text_key`` maps strings before comparing them (a collation stand-in).
     """
     rows = [r for part in parts for r in part]
     if not order:
@@ -128,6 +130,8 @@ def merge_rows(
     def cmp(a: tuple[Any, ...], b: tuple[Any, ...]) -> int:
         for i, desc in order:
             x, y = a[i], b[i]
+            if text_key is not None and isinstance(x, str) and isinstance(y, str):
+                x, y = text_key(x), text_key(y)
             if x == y:
                 continue
             if x is None or y is None:

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from .audit import AUDIT_COLUMNS, audit_table, insert_plan, record_id_text
 from .entity import EntityInfo, entity_info
 from .errors import (
+    ConfigError,
     DbNexusError,
     NotFound,
     PermissionDenied,
@@ -265,6 +266,8 @@ class DbSession:
         return self._tx
 
     def _check_open(self) -> None:
+        if self._pool._closed:
+            raise ConfigError("the pool of this session is closed")
         if self._closed:
             raise TransactionError("this session is closed; take a new one with pool.session()")
 
@@ -417,6 +420,68 @@ class DbSession:
         finally:
             cache.end_write(ckey, pks)
 
+    async def _write_shards(
+        self,
+        table: str,
+        jobs: list[tuple[Database, list[Any] | None, Callable[[Connection], Awaitable[Any]]]],
+        *,
+        single: bool = False,
+    ) -> None:
+        """Writes on several shards that stand or fall together.
+
+        Each shard's work runs in a transaction of its own, concurrently; they
+        commit only after every one succeeded, and all roll back otherwise. (A
+        commit that fails after others committed cannot be undone: that is the
+        limit of doing this without two-phase commit; it is logged.)
+        """
+        if len(jobs) == 1 or self._tx is not None:
+            for db, pks, fn in jobs:
+                await self._write(db, (db.name, table), pks, fn, single=single)
+            return
+        cache = self._pool.cache
+        for db, _, _ in jobs:
+            db.shard_ops.inc()
+            cache.begin_write((db.name, table))
+        conns: list[Connection] = []
+        discard = True
+        try:
+            for db, _, _ in jobs:
+                conns.append(await db.acquire())
+                await db.driver.begin(conns[-1].raw)
+            results = await asyncio.gather(
+                *[fn(conn) for (_, _, fn), conn in zip(jobs, conns, strict=True)],
+                return_exceptions=True,
+            )
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                raise failed[0]
+            for i, conn in enumerate(conns):
+                try:
+                    await conn.db.driver.commit(conn.raw)
+                except BaseException:
+                    if i:
+                        log.error(
+                            "shard %s failed to commit after %s committed; the write is partial",
+                            conn.db.name,
+                            ", ".join(c.db.name for c in conns[:i]),
+                        )
+                    raise
+            discard = False
+        except BaseException as exc:
+            for conn in conns:
+                with contextlib.suppress(BaseException):
+                    await conn.db.driver.rollback(conn.raw)
+            discard = not isinstance(exc, Exception)
+            if isinstance(exc, DbNexusError) or not isinstance(exc, Exception):
+                raise
+            db = conns[-1].db if conns else jobs[0][0]
+            raise db.translate(exc) from exc
+        finally:
+            for conn in conns:
+                await conn.db.release(conn, discard=discard)
+            for db, pks, _ in jobs:
+                cache.end_write((db.name, table), pks)
+
     # ------------------------------------------------------------- permissions
 
     async def _start(
@@ -429,6 +494,8 @@ class DbSession:
         perm: str | None = None,
     ) -> OpMetrics:
         """Every operation's first step: its counters, the permission check, tag checks."""
+        if self._closed or self._pool._closed:
+            self._check_open()
         table = info.table_name
         om = self._pool._metrics_op(table, action)
         if not self._check(self.user_id, self.domain, table, perm or action):
@@ -764,8 +831,17 @@ class DbSession:
         dbs = pool._dbs_for_where(info, wshape, base)
         try:
             if len(dbs) == 1:
+                # in a pool of mixed databases one shard sorts NULLs like the others do
                 return await self._select_on(
-                    dbs[0], info, wshape, oshape, values, limit, offset, include_deleted
+                    dbs[0],
+                    info,
+                    wshape,
+                    oshape,
+                    values,
+                    limit,
+                    offset,
+                    include_deleted,
+                    pool._scatter_nulls,
                 )
             # every shard returns its first offset+limit rows in the full order (primary
             # key last, so ties break the same everywhere); merged, they are the answer
@@ -780,7 +856,15 @@ class DbSession:
             parts = await asyncio.gather(
                 *[
                     self._select_on(
-                        db, info, wshape, order, shard_values, limit, False, include_deleted
+                        db,
+                        info,
+                        wshape,
+                        order,
+                        shard_values,
+                        limit,
+                        False,
+                        include_deleted,
+                        pool._scatter_nulls,
                     )
                     for db in dbs
                 ]
@@ -789,10 +873,13 @@ class DbSession:
                 parts,
                 [(info.names.index(name), desc) for name, desc in order],
                 nulls_first=pool._nulls_first,
+                text_key=pool._text_key,
             )
             return merged[off : off + lim] if limit else merged[off:]
         except BaseException as exc:
-            await self._failed(dbs[0], om, READ, info.table_name, None, self._tags(tags), exc)
+            await self._failed(
+                pool._default_db(), om, READ, info.table_name, None, self._tags(tags), exc
+            )
             raise
 
     async def _select_on(
@@ -805,6 +892,7 @@ class DbSession:
         limit: bool,
         offset: bool,
         include_deleted: bool,
+        nulls_first: bool | None = None,
     ) -> list[tuple[Any, ...]]:
         pool = self._pool
         table = info.table_name
@@ -814,7 +902,16 @@ class DbSession:
         qkey = None
         token = None
         if use_cache:
-            qkey = ("all", wshape, oshape, limit, offset, include_deleted, tuple(values))
+            qkey = (
+                "all",
+                wshape,
+                oshape,
+                limit,
+                offset,
+                include_deleted,
+                nulls_first,
+                tuple(values),
+            )
             cached = cache.get_query(ckey, qkey)
             if cached is not None:
                 pool.metrics.cache_hit(table).inc()
@@ -822,7 +919,13 @@ class DbSession:
             pool.metrics.cache_miss(table).inc()
             token = cache.token(ckey)
         plan = db.compiler.select(
-            info, wshape, oshape, limit=limit, offset=offset, include_deleted=include_deleted
+            info,
+            wshape,
+            oshape,
+            limit=limit,
+            offset=offset,
+            include_deleted=include_deleted,
+            nulls_first=nulls_first,
         )
         decode = db.compiler.entity(info).decode
 
@@ -852,7 +955,8 @@ class DbSession:
         values: list[Any] = []
         wshape = parse_where(info, where, values)
         dbs = pool._dbs_for_where(info, wshape, values)
-        db = dbs[0]
+        # no shard at all when the shard key must be in an empty list
+        db = dbs[0] if dbs else pool._default_db()
         try:
             if len(dbs) == 1:
                 n = await self._count_on(db, info, wshape, values, include_deleted)
@@ -1010,6 +1114,7 @@ class DbSession:
         olds: dict[int, tuple[Any, ...]] = {}
         try:
             groups = self._by_shard(info, rows)
+            jobs = []
             for db, members in groups.items():
                 plan = db.compiler.entity(info)
 
@@ -1019,10 +1124,9 @@ class DbSession:
                             conn, info, plan, pks[i], rows[i], all_tags
                         )
 
-                single = len(members) == 1 and plan.audited_update is not None
-                await self._write(
-                    db, (db.name, table), [pks[i] for i in members], work, single=single
-                )
+                jobs.append((db, [pks[i] for i in members], work))
+            single = len(objs) == 1 and db.compiler.entity(info).audited_update is not None
+            await self._write_shards(table, jobs, single=single)
         except BaseException as exc:
             await self._failed(
                 pool._default_db(), om, UPDATE, table, None if batch else pks[0], all_tags, exc
@@ -1137,6 +1241,8 @@ class DbSession:
         except BaseException as exc:
             await self._failed(db, om, action, table, id, all_tags, exc)
             raise
+        if not info.soft_delete or purge:
+            pool._cascade(info)
         if pool._has_listeners:
             self._event(
                 "delete", table, id, all_tags, dict(zip(info.names, old_values, strict=True))
@@ -1160,18 +1266,26 @@ class DbSession:
         all_tags = self._tags(tags)
         now = utcnow()
         rows = [self._new_row(info, obj, now) for obj in objs]
-        groups = self._by_shard(info, rows)
-        if len(groups) == 1 or self._tx is not None:
-            for db, members in groups.items():
-                await self._insert_rows(db, info, om, [rows[i] for i in members], all_tags)
-        else:
-            # one round trip per shard, the shards concurrently
-            await asyncio.gather(
-                *[
-                    self._insert_rows(db, info, om, [rows[i] for i in members], all_tags)
-                    for db, members in groups.items()
-                ]
+        try:
+            groups = self._by_shard(info, rows)
+            pk_i = info.names.index(info.pk.name)
+            # on PostgreSQL rows of one kind (all with keys or all without) are one statement
+            single = (
+                len(groups) == 1
+                and next(iter(groups)).dialect.name == "postgresql"
+                and len({r[pk_i] is None for r in rows}) == 1
             )
+            await self._write_shards(
+                info.table_name,
+                [
+                    (db, [], self._insert_work(db, info, [rows[i] for i in members], all_tags))
+                    for db, members in groups.items()
+                ],
+                single=single and len(rows) <= 5000,
+            )
+        except BaseException as exc:
+            await self._failed(pool._default_db(), om, INSERT, info.table_name, None, all_tags, exc)
+            raise
         for obj, values in zip(objs, rows, strict=True):
             self._set_values(info, obj, values)
         if pool._has_listeners:
@@ -1187,14 +1301,10 @@ class DbSession:
         _done(om, t0)
         return objs
 
-    async def _insert_rows(
-        self,
-        db: Database,
-        info: EntityInfo,
-        om: OpMetrics,
-        rows: list[list[Any]],
-        tags: tuple[str, ...],
-    ) -> None:
+    def _insert_work(
+        self, db: Database, info: EntityInfo, rows: list[list[Any]], tags: tuple[str, ...]
+    ) -> Callable[[Connection], Awaitable[None]]:
+        """The work of inserting ``rows`` (and their audit rows) on ``db``; fills in ids."""
         table = info.table_name
         plan = db.compiler.entity(info)
         pk_i = plan.pk_index
@@ -1203,10 +1313,16 @@ class DbSession:
         auto_names = tuple(n for n in info.names if n != info.pk.name)
         pk_col = info.table.c[info.pk.name]
         returning = plan.insert_returning
+        pg = db.dialect.name == "postgresql"
 
         async def work(conn: Connection) -> None:
             driver = db.driver
             for group, names in ((auto, auto_names), (given, info.names)):
+                if not group:
+                    continue
+                if pg:
+                    await self._insert_rows_pg(conn, info, group, names, tags, pk_i, group is auto)
+                    continue
                 idx = [info.names.index(n) for n in names]
                 for chunk in _chunks(group, db.max_rows(len(names))):
                     stmt = db.compiler.insert_many(
@@ -1229,22 +1345,43 @@ class DbSession:
                         # (innodb_autoinc_lock_mode 0 or 1)
                         for k, r in enumerate(chunk):
                             r[pk_i] = first + k
-            await self._audit_many(
-                conn,
-                INSERT,
-                table,
-                [
-                    (r[pk_i], {n: jsonable(v) for n, v in zip(info.names, r, strict=True)})
-                    for r in rows
-                ],
-                tags,
-            )
+                await self._audit_many(
+                    conn,
+                    INSERT,
+                    table,
+                    [
+                        (r[pk_i], {n: jsonable(v) for n, v in zip(info.names, r, strict=True)})
+                        for r in group
+                    ],
+                    tags,
+                )
 
-        try:
-            await self._write(db, (db.name, table), [], work)
-        except BaseException as exc:
-            await self._failed(db, om, INSERT, table, None, tags, exc)
-            raise
+        return work
+
+    async def _insert_rows_pg(
+        self,
+        conn: Connection,
+        info: EntityInfo,
+        group: list[list[Any]],
+        names: tuple[str, ...],
+        tags: tuple[str, ...],
+        pk_i: int,
+        auto: bool,
+    ) -> None:
+        """Rows and their audit rows in one statement per chunk (PostgreSQL, unnest)."""
+        db = conn.db
+        stmt = db.compiler.pg_batch_insert(info, names)
+        audit = insert_plan(db.compiler).params(
+            self._audit_values(INSERT, info.table_name, None, "ok", None, tags)
+        )
+        # ts, user_id, domain, table_name, tags: the same for every row of the batch
+        audit = [audit[0], audit[1], audit[2], audit[4], audit[8]]
+        for chunk in _chunks(group, 5000):
+            got = await db.driver.fetch_all(conn.raw, stmt.sql, stmt.params(chunk, audit))
+            if auto:
+                # one statement assigns ascending ids in row order
+                for r, pk in zip(chunk, sorted(int(g[0]) for g in got), strict=True):
+                    r[pk_i] = pk
 
     # ----------------------------------------------------- soft delete, bulk
 
@@ -1323,6 +1460,11 @@ class DbSession:
             raise ValidationError("update_where needs a non-empty dict of field values")
         for name, value in values.items():
             f = info.field(name)
+            if name == info.shard_key:
+                raise ValidationError(
+                    f"update_where cannot set the shard key {name!r}: the rows would stay on "
+                    "their old shard; insert them anew instead"
+                )
             if f.primary_key or f.system:
                 raise ValidationError(
                     f"update_where cannot set {name!r}: it is "
@@ -1408,19 +1550,21 @@ class DbSession:
                 upd = plan.update_by_pk
                 for old in rows:
                     new = change(old)
-                    if info.timestamps:
+                    if info.timestamps and not soft:
                         new[info.names.index("updated_at")] = now
                     await driver.execute(conn.raw, upd.sql, upd.params([*new, old[pk_i]]))
-                    records.append(
-                        (
-                            old[pk_i],
-                            {
-                                n: [jsonable(a), jsonable(b)]
-                                for n, (a, b) in _diff(info, old, new).items()
-                            },
-                        )
-                    )
-                    done.append((old[pk_i], old, new))
+                    if soft:
+                        # a soft delete is audited like delete(): the old values
+                        changes: Any = {
+                            n: jsonable(v) for n, v in zip(info.names, old, strict=True)
+                        }
+                    else:
+                        changes = {
+                            n: [jsonable(a), jsonable(b)]
+                            for n, (a, b) in _diff(info, old, new).items()
+                        }
+                    records.append((old[pk_i], changes))
+                    done.append((old[pk_i], old, None if soft else new))
             if records:
                 await self._audit_many(conn, action, table, records, all_tags)
 
@@ -1429,8 +1573,10 @@ class DbSession:
             # one transaction per shard: a transaction cannot span shards
             for db in dbs:
                 await self._write(db, (db.name, table), None, work)
+            if action == DELETE and not soft:
+                pool._cascade(info)
         except BaseException as exc:
-            await self._failed(dbs[0], om, action, table, None, all_tags, exc)
+            await self._failed(pool._default_db(), om, action, table, None, all_tags, exc)
             raise
         if pool._has_listeners:
             for pk, old, new in done:
@@ -1439,9 +1585,7 @@ class DbSession:
                         "delete", table, pk, all_tags, dict(zip(info.names, old, strict=True))
                     )
                 else:
-                    self._event(
-                        "delete" if soft else "update", table, pk, all_tags, _diff(info, old, new)
-                    )
+                    self._event("update", table, pk, all_tags, _diff(info, old, new))
         _done(om, t0)
         return len(done)
 

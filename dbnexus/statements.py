@@ -294,6 +294,58 @@ def _pg_json(info: EntityInfo, name: str, col: str) -> str:
     return f"to_jsonb({col})"
 
 
+class PgBatchInsert:
+    """Rows and their audit rows in one PostgreSQL statement.
+
+    The rows arrive as one array per column (``unnest``), so the statement and
+    its parameter count do not grow with the batch; each audit row's
+    ``changes`` is rendered by the database like ``jsonable`` renders it.
+    Parameters: the column arrays, then ts, user_id, domain, table_name, tags.
+    Returns the audit rows' record ids (the rows' keys, as text).
+    """
+
+    __slots__ = ("idx", "procs", "sql")
+
+    def __init__(self, compiler: Compiler, info: EntityInfo, names: Sequence[str]) -> None:
+        dialect = compiler.dialect
+        q = dialect.identifier_preparer.quote
+        types = dialect.type_compiler_instance
+        t = info.table
+        self.idx = tuple(info.names.index(n) for n in names)
+        self.procs = tuple(t.c[n].type._cached_bind_processor(dialect) for n in names)
+        k = len(names)
+        arrays = ", ".join(
+            f"${i + 1}::{types.process(t.c[n].type.dialect_impl(dialect))}[]"
+            for i, n in enumerate(names)
+        )
+        pairs = [f"'{n}', {_pg_json(info, n, f'ins.{q(n)}')}" for n in info.names]
+        # jsonb_build_object takes at most 100 arguments: 50 pairs per call
+        changes = " || ".join(
+            f"jsonb_build_object({', '.join(pairs[i : i + 50])})" for i in range(0, len(pairs), 50)
+        )
+        p = [f"${k + i}" for i in range(1, 6)]
+        self.sql = (
+            f"WITH ins AS (INSERT INTO {q(info.table_name)} ({', '.join(q(n) for n in names)}) "
+            f"SELECT * FROM unnest({arrays}) RETURNING "
+            + ", ".join(f"{q(info.table_name)}.{q(n)}" for n in info.names)
+            + ") INSERT INTO dbnexus_audit "
+            "(ts, user_id, domain, action, table_name, record_id, outcome, changes, tags) "
+            f"SELECT {p[0]}::TIMESTAMP WITH TIME ZONE, {p[1]}::VARCHAR, {p[2]}::VARCHAR, "
+            f"'insert', {p[3]}::VARCHAR, CAST(ins.{q(info.pk.name)} AS TEXT), 'ok', "
+            f"CAST({changes} AS JSON), {p[4]}::JSON FROM ins RETURNING dbnexus_audit.record_id"
+        )
+
+    def params(self, rows: Sequence[Sequence[Any]], audit: Sequence[Any]) -> list[Any]:
+        """One array per column from ``rows`` (full column values), then ``audit``."""
+        out: list[Any] = []
+        for i, proc in zip(self.idx, self.procs, strict=True):
+            if proc is None:
+                out.append([r[i] for r in rows])
+            else:
+                out.append([None if r[i] is None else proc(r[i]) for r in rows])
+        return [*out, *audit]
+
+
 class Compiler:
     """Compiles Core statements for one dialect and caches plans by key."""
 
@@ -303,6 +355,7 @@ class Compiler:
         self._plans: OrderedDict[Any, SqlPlan] = OrderedDict()
         self._cache_size = cache_size
         self._pg = dialect.name == "postgresql"
+        self._batches: dict[Any, PgBatchInsert] = {}
 
     def entity(self, info: EntityInfo) -> EntityPlan:
         """The fixed statements of an entity (built on first use)."""
@@ -383,13 +436,20 @@ class Compiler:
         limit: bool,
         offset: bool,
         include_deleted: bool = False,
+        nulls_first: bool | None = None,
     ) -> SqlPlan:
         """The plan for ``find_all`` with this shape."""
-        key = ("select", info, where, order, limit, offset, include_deleted)
+        key = ("select", info, where, order, limit, offset, include_deleted, nulls_first)
         return self.cached(
             key,
             lambda: select_statement(
-                info, where, order, limit=limit, offset=offset, include_deleted=include_deleted
+                info,
+                where,
+                order,
+                limit=limit,
+                offset=offset,
+                include_deleted=include_deleted,
+                nulls_first=nulls_first,
             ),
         )
 
@@ -399,6 +459,14 @@ class Compiler:
         return self.cached(
             key, lambda: count_statement(info, where, include_deleted=include_deleted)
         )
+
+    def pg_batch_insert(self, info: EntityInfo, names: Sequence[str]) -> PgBatchInsert:
+        """The PostgreSQL batch insert of ``names`` columns (see :class:`PgBatchInsert`)."""
+        key = ("pg_batch", info, tuple(names))
+        plan = self._batches.get(key)
+        if plan is None:
+            plan = self._batches[key] = PgBatchInsert(self, info, names)
+        return plan
 
     def insert_many(
         self, table: sa.Table, names: Sequence[str], rows: int, returning: sa.Column[Any] | None
