@@ -10,8 +10,10 @@ This layer knows nothing of sessions, pools or dialect execution.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import decimal
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,7 +22,7 @@ from typing import Any, TypeVar, dataclass_transform, overload
 import sqlalchemy as sa
 
 from .errors import ValidationError
-from .fieldtypes import python_type_of, sql_type_for, value_checker
+from .fieldtypes import jsonable, python_type_of, sql_type_for, value_checker
 
 __all__ = [
     "EntityInfo",
@@ -227,10 +229,24 @@ class EntityInfo:
     references: dict[str, str]  # relation name (field name without _id) -> fk field
     has_dict: bool
     deleted_index: int  # position of deleted_at (-1 without soft delete)
+    checks: tuple[tuple[str, Callable[[Any], None]], ...] = ()  # fields callers set
 
     def values_of(self, obj: Any) -> tuple[Any, ...]:
         """The column values of ``obj`` in declaration order."""
         return tuple([getattr(obj, n) for n in self.names])
+
+    def audit_value(self, name: str, value: Any) -> Any:
+        """``value`` as the audit log records it: JSON-friendly, as the column stores it."""
+        if isinstance(value, decimal.Decimal):
+            scale = getattr(self.by_name[name].column.type, "scale", None)
+            if scale is not None:
+                with contextlib.suppress(decimal.InvalidOperation):
+                    value = value.quantize(decimal.Decimal(1).scaleb(-scale))
+        return jsonable(value)
+
+    def audit_row(self, values: Sequence[Any]) -> dict[str, Any]:
+        """Every column of a row as the audit log records it."""
+        return {n: self.audit_value(n, v) for n, v in zip(self.names, values, strict=True)}
 
     def build(self, values: Sequence[Any]) -> Any:
         """Make an instance from column values without running ``__init__``."""
@@ -248,14 +264,15 @@ class EntityInfo:
             raise ValidationError(
                 f"expected a {self.cls.__name__} instance, got {type(obj).__name__}"
             )
-        skipped = set(skip)
-        for f in self.fields:
-            if f.name in skipped or f.system:
-                continue
-            value = getattr(obj, f.name)
-            if value is None and f.primary_key and f.autoincrement:
-                continue
-            f.check(value)
+        if skip:
+            skipped = set(skip)
+            for name, check in self.checks:
+                if name not in skipped:
+                    check(getattr(obj, name))
+            return
+        for name, check in self.checks:
+            # an autoincrement key's check accepts None (the database assigns it)
+            check(getattr(obj, name))
 
     def field(self, name: str) -> FieldInfo:
         """The field called ``name``; ValidationError naming the entity if unknown."""
@@ -407,6 +424,7 @@ def _build_entity(
         references=references,
         has_dict="__slots__" not in cls.__dict__,
         deleted_index=[f.name for f in fields].index("deleted_at") if soft_delete else -1,
+        checks=tuple((f.name, f.check) for f in fields if not f.system),
     )
     cls.__dbnexus__ = info  # type: ignore[attr-defined]
     _declared[table_name] = cls

@@ -167,6 +167,9 @@ def value_checker(
     type_name = pytype.__name__
 
     def check(value: Any) -> None:
+        # the common case first: exactly the declared type, short enough
+        if type(value) is pytype and (max_length is None or len(value) <= max_length):
+            return
         if value is None:
             if not nullable:
                 fail(value, "may not be None")

@@ -38,7 +38,6 @@ from .errors import (
     TransactionError,
     ValidationError,
 )
-from .fieldtypes import jsonable
 from .pagination import Page, decode_cursor, encode_cursor, page_order, seek_shape
 from .query import Q, check_window, parse_order, parse_where, select_statement
 from .routing import merge_rows
@@ -1040,7 +1039,7 @@ class DbSession:
 
         if audited is not None:
             # the row and its audit row in one atomic statement (PostgreSQL)
-            changes = {n: jsonable(v) for n, v in zip(info.names, values, strict=True)}
+            changes = info.audit_row(values)
             audit = insert_plan(db.compiler).params(
                 self._audit_values(INSERT, table, None, "ok", changes, all_tags)
             )
@@ -1056,7 +1055,7 @@ class DbSession:
                 if pk is not None:
                     new_pk = pk
                 values[plan.pk_index] = new_pk
-                changes = {n: jsonable(v) for n, v in zip(info.names, values, strict=True)}
+                changes = info.audit_row(values)
                 await self._audit_in(conn, INSERT, table, new_pk, changes, all_tags)
 
         try:
@@ -1164,7 +1163,10 @@ class DbSession:
         ):
             raise NotFound(info.table_name, pk)
         self._keep_system_values(info, old, values, keep_deleted=action == UPDATE)
-        changes = {n: [jsonable(a), jsonable(b)] for n, (a, b) in _diff(info, old, values).items()}
+        changes = {
+            n: [info.audit_value(n, a), info.audit_value(n, b)]
+            for n, (a, b) in _diff(info, old, values).items()
+        }
         upd = plan.update_by_pk
         await driver.execute(conn.raw, upd.sql, upd.params([*values, pk]))
         await self._audit_in(conn, action, info.table_name, pk, changes, tags)
@@ -1233,7 +1235,7 @@ class DbSession:
             if old is None:
                 raise NotFound(table, id)
             old_values.extend(old)
-            changes = {n: jsonable(v) for n, v in zip(info.names, old, strict=True)}
+            changes = info.audit_row(old)
             await self._audit_in(conn, action, table, id, changes, all_tags)
 
         try:
@@ -1349,10 +1351,7 @@ class DbSession:
                     conn,
                     INSERT,
                     table,
-                    [
-                        (r[pk_i], {n: jsonable(v) for n, v in zip(info.names, r, strict=True)})
-                        for r in group
-                    ],
+                    [(r[pk_i], info.audit_row(r)) for r in group],
                     tags,
                 )
 
@@ -1542,9 +1541,7 @@ class DbSession:
                     )
                     await driver.execute(conn.raw, stmt.sql, stmt.params([r[pk_i] for r in chunk]))
                 for old in rows:
-                    records.append(
-                        (old[pk_i], {n: jsonable(v) for n, v in zip(info.names, old, strict=True)})
-                    )
+                    records.append((old[pk_i], info.audit_row(old)))
                     done.append((old[pk_i], old, None))
             else:
                 upd = plan.update_by_pk
@@ -1555,12 +1552,10 @@ class DbSession:
                     await driver.execute(conn.raw, upd.sql, upd.params([*new, old[pk_i]]))
                     if soft:
                         # a soft delete is audited like delete(): the old values
-                        changes: Any = {
-                            n: jsonable(v) for n, v in zip(info.names, old, strict=True)
-                        }
+                        changes: Any = info.audit_row(old)
                     else:
                         changes = {
-                            n: [jsonable(a), jsonable(b)]
+                            n: [info.audit_value(n, a), info.audit_value(n, b)]
                             for n, (a, b) in _diff(info, old, new).items()
                         }
                     records.append((old[pk_i], changes))
@@ -1707,6 +1702,8 @@ class DbSession:
 
     def _by_shard(self, info: EntityInfo, rows: list[list[Any]]) -> dict[Database, list[int]]:
         """Row positions grouped by the database each row routes to (ShardError if any can't)."""
+        if info.shard_key is None:
+            return {self._pool._default_db(): list(range(len(rows)))}
         route = self._pool._route_values
         groups: dict[Database, list[int]] = {}
         for i, values in enumerate(rows):
@@ -1746,7 +1743,7 @@ class DbSession:
         names = info.names
         if info.timestamps:
             values[names.index("updated_at")] = utcnow()
-        new_json = json.dumps({n: jsonable(values[names.index(n)]) for n in pg.names})
+        new_json = json.dumps({n: info.audit_value(n, values[names.index(n)]) for n in pg.names})
         audit = insert_plan(conn.db.compiler).params(
             self._audit_values(UPDATE, info.table_name, pk, "ok", None, tags)
         )

@@ -259,6 +259,10 @@ class PgAuditedUpdate:
         return [*out, pk, new_json, *audit]
 
 
+# types whose row_to_json rendering differs from jsonable's
+_PG_JSON_DIFFERS = (dt.datetime, dt.time, decimal.Decimal, bytes)
+
+
 def _pg_changed(
     info: EntityInfo, name: str, old: str, param: int, new: str, cast: dict[str, str]
 ) -> str:
@@ -318,11 +322,23 @@ class PgBatchInsert:
             f"${i + 1}::{types.process(t.c[n].type.dialect_impl(dialect))}[]"
             for i, n in enumerate(names)
         )
-        pairs = [f"'{n}', {_pg_json(info, n, f'ins.{q(n)}')}" for n in info.names]
-        # jsonb_build_object takes at most 100 arguments: 50 pairs per call
-        changes = " || ".join(
-            f"jsonb_build_object({', '.join(pairs[i : i + 50])})" for i in range(0, len(pairs), 50)
-        )
+        # row_to_json renders most types the way jsonable does (and keeps the column
+        # order); the others are rendered one by one over it
+        special = [
+            f"'{n}', {_pg_json(info, n, f'ins.{q(n)}')}"
+            for n in info.names
+            if info.by_name[n].pytype in _PG_JSON_DIFFERS
+        ]
+        changes = "row_to_json(ins)"
+        if special:
+            # jsonb_build_object takes at most 100 arguments: 50 pairs per call
+            changes = " || ".join(
+                ["row_to_json(ins)::jsonb"]
+                + [
+                    f"jsonb_build_object({', '.join(special[i : i + 50])})"
+                    for i in range(0, len(special), 50)
+                ]
+            )
         p = [f"${k + i}" for i in range(1, 6)]
         self.sql = (
             f"WITH ins AS (INSERT INTO {q(info.table_name)} ({', '.join(q(n) for n in names)}) "
