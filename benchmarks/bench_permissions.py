@@ -33,6 +33,7 @@ from casbin.persist.adapter import Adapter
 from benchmarks.common import Operation
 from benchmarks.harness import Settings, Timer
 from benchmarks.report import Cell, Table
+from dbnexus.permissions import RBAC_MODEL
 
 __all__ = ["MODEL", "SIZES", "permissions_table", "policy_rules", "run_permissions"]
 
@@ -40,22 +41,7 @@ SIZES = (10, 1_000, 100_000)
 
 COLUMNS = (("casbin", "casbin enforce()"), ("dbnexus", "dbnexus check()"))
 
-MODEL = """\
-[request_definition]
-r = sub, obj, act
-
-[policy_definition]
-p = sub, obj, act
-
-[role_definition]
-g = _, _
-
-[policy_effect]
-e = some(where (p.eft == allow))
-
-[matchers]
-m = g(r.sub, p.sub) && r.obj == p.obj && r.act == p.act
-"""
+MODEL = RBAC_MODEL
 
 
 def policy_rules(n: int) -> list[tuple[str, list[str]]]:

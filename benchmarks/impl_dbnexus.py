@@ -37,6 +37,7 @@ from benchmarks.common import (
     require_shards,
 )
 from dbnexus import DbPool, Permissions, crud, entity, field
+from dbnexus.permissions import RBAC_MODEL
 
 __all__ = ["MODEL", "BenchUser", "implementations", "policy_text", "sharded_entity"]
 
@@ -54,22 +55,7 @@ class BenchUser:
 
 
 #: The RBAC model every dbnexus column (and the permission case) uses.
-MODEL = """\
-[request_definition]
-r = sub, obj, act
-
-[policy_definition]
-p = sub, obj, act
-
-[role_definition]
-g = _, _
-
-[policy_effect]
-e = some(where (p.eft == allow))
-
-[matchers]
-m = g(r.sub, p.sub) && r.obj == p.obj && r.act == p.act
-"""
+MODEL = RBAC_MODEL
 
 
 def policy_text() -> str:

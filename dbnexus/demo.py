@@ -8,23 +8,7 @@ from typing import TextIO
 
 from . import DbPool, PermissionDenied, Permissions, crud, entity, field
 from .entity import metadata
-
-MODEL = """
-[request_definition]
-r = sub, obj, act
-
-[policy_definition]
-p = sub, obj, act
-
-[role_definition]
-g = _, _
-
-[policy_effect]
-e = some(where (p.eft == allow))
-
-[matchers]
-m = g(r.sub, p.sub) && r.obj == p.obj && r.act == p.act
-"""
+from .permissions import RBAC_MODEL
 
 POLICY = """
 p, editor, demo_authors, read
@@ -74,7 +58,7 @@ async def run(url: str | None = None, out: TextIO | None = None) -> int:
     Author, Book = _declare()
     try:
         say(f"dbnexus demo on {url}\n")
-        perms = Permissions.from_text(MODEL, POLICY)
+        perms = Permissions.from_text(RBAC_MODEL, POLICY)
         pool = await DbPool.connect(url, permissions=perms, cache_ttl=60)
         try:
             await pool.migrate(entities=[Author, Book])

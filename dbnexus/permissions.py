@@ -70,7 +70,7 @@ from casbin.util import generate_g_function, has_eval
 
 from dbnexus.errors import ConfigError, DbNexusError, ValidationError
 
-__all__ = ["ACTIONS", "DEFAULT_MEMO_SIZE", "Permissions"]
+__all__ = ["ACTIONS", "DEFAULT_MEMO_SIZE", "RBAC_DOMAINS_MODEL", "RBAC_MODEL", "Permissions"]
 
 logger = logging.getLogger(__name__)
 
@@ -523,6 +523,44 @@ def _check_value(what: str, value: object) -> str:
     return value
 
 
+#: Role-based access: ``p, role, table, action`` and ``g, user, role``.
+RBAC_MODEL = """\
+[request_definition]
+r = sub, obj, act
+
+[policy_definition]
+p = sub, obj, act
+
+[role_definition]
+g = _, _
+
+[policy_effect]
+e = some(where (p.eft == allow))
+
+[matchers]
+m = g(r.sub, p.sub) && r.obj == p.obj && r.act == p.act
+"""
+
+#: Role-based access per domain (tenant): ``p, role, domain, table, action`` and
+#: ``g, user, role, domain``; sessions pass ``domain=``.
+RBAC_DOMAINS_MODEL = """\
+[request_definition]
+r = sub, dom, obj, act
+
+[policy_definition]
+p = sub, dom, obj, act
+
+[role_definition]
+g = _, _, _
+
+[policy_effect]
+e = some(where (p.eft == allow))
+
+[matchers]
+m = g(r.sub, p.sub, r.dom) && r.dom == p.dom && r.obj == p.obj && r.act == p.act
+"""
+
+
 class Permissions:
     """Casbin decisions for dbnexus sessions, memoised and indexed.
 
@@ -601,6 +639,16 @@ class Permissions:
         model = _load_model("text", text=model_text)
         enforcer = _build_enforcer(model, _TextAdapter(policy_text), "text")
         return cls(enforcer, memo_size=memo_size)
+
+    @classmethod
+    def rbac(cls, policy_text: str = "", *, domains: bool = False) -> Permissions:
+        """The common case: :data:`RBAC_MODEL` (or :data:`RBAC_DOMAINS_MODEL`) with a CSV policy.
+
+        Example::
+
+            perms = Permissions.rbac("p, editor, users, update\ng, alice, editor")
+        """
+        return cls.from_text(RBAC_DOMAINS_MODEL if domains else RBAC_MODEL, policy_text)
 
     @classmethod
     def allow_all(cls) -> Permissions:

@@ -11,40 +11,9 @@ import uuid
 from typing import Any
 
 from dbnexus import DbPool, crud, entity, field
+from dbnexus.permissions import RBAC_DOMAINS_MODEL, RBAC_MODEL  # noqa: F401 (re-exported to the tests)
 
-RBAC_MODEL = """
-[request_definition]
-r = sub, obj, act
-
-[policy_definition]
-p = sub, obj, act
-
-[role_definition]
-g = _, _
-
-[policy_effect]
-e = some(where (p.eft == allow))
-
-[matchers]
-m = g(r.sub, p.sub) && r.obj == p.obj && r.act == p.act
-"""
-
-DOMAIN_MODEL = """
-[request_definition]
-r = sub, dom, obj, act
-
-[policy_definition]
-p = sub, dom, obj, act
-
-[role_definition]
-g = _, _, _
-
-[policy_effect]
-e = some(where (p.eft == allow))
-
-[matchers]
-m = g(r.sub, p.sub, r.dom) && r.dom == p.dom && r.obj == p.obj && r.act == p.act
-"""
+DOMAIN_MODEL = RBAC_DOMAINS_MODEL
 
 ACTIONS = ("read", "insert", "update", "delete")
 

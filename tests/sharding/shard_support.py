@@ -19,23 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from dbnexus import DbPool, crud, entity, entity_info, field
 from dbnexus.audit import audit_table
-
-RBAC_MODEL = """
-[request_definition]
-r = sub, obj, act
-
-[policy_definition]
-p = sub, obj, act
-
-[role_definition]
-g = _, _
-
-[policy_effect]
-e = some(where (p.eft == allow))
-
-[matchers]
-m = g(r.sub, p.sub) && r.obj == p.obj && r.act == p.act
-"""
+from dbnexus.permissions import RBAC_MODEL  # noqa: F401 (re-exported to the tests)
 
 
 def make_order(table: str, *, soft_delete: bool = False) -> type:
