@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -140,7 +139,7 @@ def insert_plan(compiler: Any) -> Any:
     )
 
 
-def to_record(row: Sequence[Any] | Any, shard: str | None = None) -> AuditRecord:
+def to_record(row: sa.Row[Any], shard: str | None = None) -> AuditRecord:
     """An :class:`AuditRecord` from a row of :func:`audit_query`."""
     m = row._mapping
     return AuditRecord(

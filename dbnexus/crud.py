@@ -120,7 +120,7 @@ def _check_type(cls: type, obj: Any) -> None:
         raise ValidationError(f"expected a {cls.__name__} instance, got {type(obj).__name__}")
 
 
-_METHODS = {
+_METHODS: dict[str, Any] = {
     "find_by_id": _find_by_id,
     "find_all": _find_all,
     "count": _count,

@@ -161,11 +161,10 @@ class Database:
     @property
     def pool_size(self) -> int:
         """Connections currently open (idle or in use)."""
-        pool = self._pool
-        checkedin = getattr(pool, "checkedin", None)
-        if checkedin is None:
+        pool: Any = self._pool  # QueuePool (StaticPool for in-memory SQLite has no counts)
+        if not hasattr(pool, "checkedin"):
             return self._in_use
-        return pool.checkedin() + pool.checkedout()
+        return int(pool.checkedin() + pool.checkedout())
 
     async def acquire(self) -> Connection:
         """Borrow a connection, waiting at most ``acquire_timeout`` seconds."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from . import DbPool, PermissionDenied, Permissions, crud, entity, field
-from .entity import metadata
+from .entity import entity_info, metadata
 from .permissions import RBAC_MODEL
 
 POLICY = """
@@ -23,7 +23,7 @@ g, bob, reader
 """
 
 
-def _declare() -> tuple[type, type]:
+def _declare() -> tuple[Any, Any]:
     @crud
     @entity(table="demo_authors")
     class Author:
@@ -120,8 +120,8 @@ async def run(url: str | None = None, out: TextIO | None = None) -> int:
         return 0
     finally:
         for cls in (Book, Author):
-            table = cls.__dbnexus__.table  # type: ignore[attr-defined]
-            if metadata.tables.get(table.name) is table:
+            table = entity_info(cls).table
+            if table.name in metadata.tables and metadata.tables[table.name] is table:
                 metadata.remove(table)
         if tmp is not None:
             tmp.cleanup()

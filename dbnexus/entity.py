@@ -250,7 +250,7 @@ class EntityInfo:
 
     def build(self, values: Sequence[Any]) -> Any:
         """Make an instance from column values without running ``__init__``."""
-        obj = self.cls.__new__(self.cls)
+        obj: Any = object.__new__(self.cls)
         if self.has_dict:
             obj.__dict__.update(zip(self.names, values, strict=True))
         else:

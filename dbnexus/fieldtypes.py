@@ -168,7 +168,7 @@ def value_checker(
 
     def check(value: Any) -> None:
         # the common case first: exactly the declared type, short enough
-        if type(value) is pytype and (max_length is None or len(value) <= max_length):
+        if type(value) is pytype and (max_length is None or len(value) <= max_length):  # type: ignore[arg-type]
             return
         if value is None:
             if not nullable:

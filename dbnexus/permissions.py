@@ -413,7 +413,7 @@ class _Index:
         if not self.has_roles:
             candidates: list[_Entry] = buckets.get(self.request_key(rvals), [])
         else:
-            choices = []
+            choices: list[Any] = []
             for f in self.fields:
                 if f.rm is None:
                     choices.append((rvals[f.r_index],))

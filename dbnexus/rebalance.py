@@ -22,6 +22,7 @@ past the copied keys.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -81,15 +82,11 @@ async def rebalance(
     try:
         tables = [i.table for i in infos] + [audit_table]
         for db in added.values():
-            await db.run_sync(lambda c: [t.create(c, checkfirst=True) for t in tables])
+            await db.run_sync(functools.partial(_create, tables))
         total = 0
         for info in infos:
             for name in pool._dbs:
-                total += await dbs[name].run_sync(
-                    lambda c, t=info.table: c.execute(
-                        sa.select(sa.func.count()).select_from(t)
-                    ).scalar_one()
-                )
+                total += await dbs[name].run_sync(functools.partial(_count, info.table))
         bar = Progress("rebalance", total, enabled=progress)
         try:
             for info in infos:
@@ -131,7 +128,7 @@ async def _walk(
 ) -> None:
     t = info.table
     pk = t.c[info.pk.name]
-    key_i = info.names.index(info.shard_key)  # type: ignore[arg-type]
+    key_i = info.names.index(info.shard_key)
     src = dbs[name]
     last = None
     while True:
@@ -140,7 +137,7 @@ async def _walk(
         stmt = sa.select(*t.c).order_by(pk).limit(batch_size)
         if last is not None:
             stmt = stmt.where(pk > last)
-        rows = await src.run_sync(lambda c, stmt=stmt: [tuple(r) for r in c.execute(stmt)])
+        rows = await src.run_sync(functools.partial(_fetch, stmt))
         if not rows:
             return
         last = rows[-1][0 if info.names[0] == info.pk.name else info.names.index(info.pk.name)]
@@ -195,6 +192,19 @@ async def _move(
             shard=dst.name,
         )
     await src.run_sync(lambda c: c.execute(sa.delete(t).where(pk.in_(keys))))
+
+
+def _create(tables: list[sa.Table], conn: sa.Connection) -> None:
+    for t in tables:
+        t.create(conn, checkfirst=True)
+
+
+def _count(table: sa.Table, conn: sa.Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def _fetch(stmt: sa.Select[Any], conn: sa.Connection) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in conn.execute(stmt)]
 
 
 def _advance_sequence(conn: sa.Connection, info: EntityInfo) -> None:

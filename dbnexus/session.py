@@ -422,7 +422,7 @@ class DbSession:
     async def _write_shards(
         self,
         table: str,
-        jobs: list[tuple[Database, list[Any] | None, Callable[[Connection], Awaitable[Any]]]],
+        jobs: Sequence[tuple[Database, list[Any] | None, Callable[..., Awaitable[Any]]]],
         *,
         single: bool = False,
     ) -> None:
@@ -847,10 +847,9 @@ class DbSession:
             order = tuple(oshape)
             if info.pk.name not in [name for name, _ in order]:
                 order += ((info.pk.name, False),)
-            lim = values[len(base)] if limit else None
-            off = (
-                values[len(base) + 1] if offset and limit else (values[len(base)] if offset else 0)
-            )
+            window = values[len(base) :]
+            lim: int = window[0] if limit else 0
+            off: int = window[-1] if offset else 0
             shard_values = [*base, lim + off] if limit else base
             parts = await asyncio.gather(
                 *[

@@ -90,11 +90,11 @@ def canonical_key(key: Any) -> bytes:
     # ``type(x) is str`` is cheaper than ``isinstance``.
     kind = type(key)
     if kind is str:
-        return key.encode()  # type: ignore[no-any-return]
+        return key.encode()
     if kind is int:
         return b"%d" % key
     if kind is bytes:
-        return key  # type: ignore[no-any-return]
+        return key
     if isinstance(key, UUID):
         return str(key).encode()
     if isinstance(key, str):

@@ -206,7 +206,7 @@ class Signals:
                     # that races the callback's completion, and the worker would never end
                     async with asyncio.timeout(timeout):
                         if handle.is_async:
-                            await handle.callback(event)  # type: ignore[misc]
+                            await handle.callback(event)
                         else:
                             # a thread of our own: a blocking callback never blocks the loop
                             if handle.thread is None:

@@ -143,9 +143,9 @@ class EntityPlan:
         self.update_by_pk = compiler.compile(upd)
         self.delete_returning = bool(dialect.delete_returning)
         dele = sa.delete(t).where(where_pk)
-        if self.delete_returning:
-            dele = dele.returning(*t.c)
-        self.delete_by_pk = compiler.compile(dele)
+        self.delete_by_pk = compiler.compile(
+            dele.returning(*t.c) if self.delete_returning else dele
+        )
         self.audited_auto = self.audited_full = self.audited_update = None
         if dialect.name == "postgresql":
             self.audited_update = PgAuditedUpdate(compiler, info)
