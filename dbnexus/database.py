@@ -21,7 +21,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from .backends import Driver, driver_for
 from .config import PoolSettings, parse_url
-from .errors import ConfigError, DatabaseError, DbNexusError, PoolTimeout, ShardError
+from .errors import DatabaseError, DbNexusError, PoolTimeout, ShardError
 from .statements import Compiler
 
 __all__ = ["Connection", "Database"]
@@ -337,10 +337,3 @@ def _max_params(dialect: sa.Dialect) -> int:
     if dialect.name == "postgresql":
         return 32767
     return 65535
-
-
-def check_name(name: str) -> str:
-    """Database (shard) names are used in metrics labels and messages."""
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"database name must be a non-empty string, got {name!r}")
-    return name

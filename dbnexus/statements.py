@@ -102,7 +102,6 @@ class EntityPlan:
         "insert_returning",
         "pk_index",
         "update_by_pk",
-        "update_cols",
     )
 
     def __init__(self, compiler: Compiler, info: EntityInfo) -> None:
@@ -131,7 +130,6 @@ class EntityPlan:
             if pk.autoincrement
             else self.insert_full
         )
-        self.update_cols = auto_names
         upd = (
             sa.update(t)
             .where(pk_col == sa.bindparam(f"p{len(info.names)}", type_=pk_col.type))
