@@ -229,6 +229,9 @@ class EntityInfo:
     references: dict[str, str]  # relation name (field name without _id) -> fk field
     has_dict: bool
     deleted_index: int  # position of deleted_at (-1 without soft delete)
+    created_index: int  # positions of created_at / updated_at (-1 without timestamps)
+    updated_index: int
+    pk_index: int
     checks: tuple[tuple[str, Callable[[Any], None]], ...] = ()  # fields callers set
 
     def values_of(self, obj: Any) -> tuple[Any, ...]:
@@ -424,6 +427,9 @@ def _build_entity(
         references=references,
         has_dict="__slots__" not in cls.__dict__,
         deleted_index=[f.name for f in fields].index("deleted_at") if soft_delete else -1,
+        created_index=[f.name for f in fields].index("created_at") if timestamps else -1,
+        updated_index=[f.name for f in fields].index("updated_at") if timestamps else -1,
+        pk_index=[f.name for f in fields].index(pks[0].name),
         checks=tuple((f.name, f.check) for f in fields if not f.system),
     )
     cls.__dbnexus__ = info  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from .config import PoolSettings
 from .database import Database
 from .entity import EntityInfo, entity_info, metadata
 from .errors import ConfigError
-from .metrics import Metrics, OpMetrics
+from .metrics import Metrics
 from .progress import Progress
 from .query import shard_key_values
 from .routing import PoolShards, open_shards
@@ -65,7 +65,8 @@ class DbPool:
         self.cache = cache
         self.metrics = metrics
         self.audit_reads = audit_reads
-        self._ops: dict[tuple[str, str], OpMetrics] = {}
+        # Metrics.op caches the counters per (table, action)
+        self._metrics_op = metrics.op
         self._dependents: dict[str, list[str]] = {}
         for db in databases.values():
             db.shard_ops = metrics.shard(db.name)
@@ -201,13 +202,6 @@ class DbPool:
 
     def _denial_reason(self) -> str | None:
         return _NO_PERMISSIONS if self._permissions is None else None
-
-    def _metrics_op(self, table: str, action: str) -> OpMetrics:
-        key = (table, action)
-        m = self._ops.get(key)
-        if m is None:
-            m = self._ops[key] = self.metrics.op(table, action)
-        return m
 
     def _set_merge_rules(self, dbs: dict[str, Database]) -> None:
         """How scatter-gather merges sort, so the result is what one database returns.

@@ -42,6 +42,7 @@ from .pagination import Page, decode_cursor, encode_cursor, page_order, seek_sha
 from .query import Q, check_window, parse_order, parse_where, select_statement
 from .routing import merge_rows
 from .signals import DatabaseEvent
+from .statements import PG_INSERT_AUDIT_PARAMS
 
 if TYPE_CHECKING:
     from .database import Connection, Database
@@ -555,6 +556,22 @@ class DbSession:
             list(tags),
         ]
 
+    def _audit_params(
+        self,
+        db: Database,
+        positions: Sequence[int],
+        action: str,
+        table: str,
+        record_id: Any,
+        changes: Any,
+        tags: Sequence[str],
+    ) -> list[Any]:
+        """The processed audit-row values a PostgreSQL statement takes, at ``positions``."""
+        audit = insert_plan(db.compiler).params(
+            self._audit_values(action, table, record_id, "ok", changes, tags)
+        )
+        return [audit[i] for i in positions]
+
     async def _audit_in(
         self,
         conn: Connection,
@@ -1038,11 +1055,9 @@ class DbSession:
 
         if audited is not None:
             # the row and its audit row in one atomic statement (PostgreSQL)
-            changes = info.audit_row(values)
-            audit = insert_plan(db.compiler).params(
-                self._audit_values(INSERT, table, None, "ok", changes, all_tags)
+            audit = self._audit_params(
+                db, PG_INSERT_AUDIT_PARAMS, INSERT, table, None, info.audit_row(values), all_tags
             )
-            del audit[5]  # record_id: the database fills it in
 
             async def work(conn: Connection) -> Any:
                 row = await db.driver.fetch_one(conn.raw, audited, stmt.params(values) + audit)
@@ -1269,7 +1284,7 @@ class DbSession:
         rows = [self._new_row(info, obj, now) for obj in objs]
         try:
             groups = self._by_shard(info, rows)
-            pk_i = info.names.index(info.pk.name)
+            pk_i = info.pk_index
             # on PostgreSQL rows of one kind (all with keys or all without) are one statement
             single = (
                 len(groups) == 1
@@ -1290,7 +1305,7 @@ class DbSession:
         for obj, values in zip(objs, rows, strict=True):
             self._set_values(info, obj, values)
         if pool._has_listeners:
-            pk_index = info.names.index(info.pk.name)
+            pk_index = info.pk_index
             for values in rows:
                 self._event(
                     "create",
@@ -1369,11 +1384,8 @@ class DbSession:
         """Rows and their audit rows in one statement per chunk (PostgreSQL, unnest)."""
         db = conn.db
         stmt = db.compiler.pg_batch_insert(info, names)
-        audit = insert_plan(db.compiler).params(
-            self._audit_values(INSERT, info.table_name, None, "ok", None, tags)
-        )
-        # ts, user_id, domain, table_name, tags: the same for every row of the batch
-        audit = [audit[0], audit[1], audit[2], audit[4], audit[8]]
+        # the same for every row of the batch; the database renders each row's changes
+        audit = self._audit_params(db, stmt.AUDIT_PARAMS, INSERT, info.table_name, None, None, tags)
         for chunk in _chunks(group, 5000):
             got = await db.driver.fetch_all(conn.raw, stmt.sql, stmt.params(chunk, audit))
             if auto:
@@ -1470,10 +1482,12 @@ class DbSession:
                 )
             f.check(value)
 
+        positions = [(info.names.index(name), value) for name, value in values.items()]
+
         def change(old: tuple[Any, ...]) -> list[Any]:
             new = list(old)
-            for name, value in values.items():
-                new[info.names.index(name)] = value
+            for i, value in positions:
+                new[i] = value
             return new
 
         return await self._bulk(info, UPDATE, where, tags, change)
@@ -1547,7 +1561,7 @@ class DbSession:
                 for old in rows:
                     new = change(old)
                     if info.timestamps and not soft:
-                        new[info.names.index("updated_at")] = now
+                        new[info.updated_index] = now
                     await driver.execute(conn.raw, upd.sql, upd.params([*new, old[pk_i]]))
                     if soft:
                         # a soft delete is audited like delete(): the old values
@@ -1714,8 +1728,8 @@ class DbSession:
         """Column values of a new row; system fields are dbnexus's, never the caller's."""
         values = list(info.values_of(obj))
         if info.timestamps:
-            values[info.names.index("created_at")] = now
-            values[info.names.index("updated_at")] = now
+            values[info.created_index] = now
+            values[info.updated_index] = now
         if info.soft_delete:
             values[info.deleted_index] = None
         return values
@@ -1739,24 +1753,22 @@ class DbSession:
         tags: tuple[str, ...],
     ) -> tuple[Any, ...]:
         """:meth:`_update_row` in one statement (PostgreSQL): lock, update, audit."""
-        names = info.names
         if info.timestamps:
-            values[names.index("updated_at")] = utcnow()
-        new_json = json.dumps({n: info.audit_value(n, values[names.index(n)]) for n in pg.names})
-        audit = insert_plan(conn.db.compiler).params(
-            self._audit_values(UPDATE, info.table_name, pk, "ok", None, tags)
+            values[info.updated_index] = utcnow()
+        new_json = json.dumps(
+            {n: info.audit_value(n, values[i]) for n, i in zip(pg.names, pg.idx, strict=True)}
         )
-        # ts, user_id, domain, table_name, record_id, tags (the database does the rest)
-        audit = [audit[0], audit[1], audit[2], audit[4], audit[5], audit[8]]
+        audit = self._audit_params(
+            conn.db, pg.AUDIT_PARAMS, UPDATE, info.table_name, pk, None, tags
+        )
         row = await conn.db.driver.fetch_one(
-            conn.raw, pg.sql, pg.params(info, values, pk, new_json, audit)
+            conn.raw, pg.sql, pg.params(values, pk, new_json, audit)
         )
         if row is None:
             raise NotFound(info.table_name, pk)
         old = plan.decode(row)
-        for kept in ("created_at", "deleted_at"):
-            if kept in info.by_name and info.by_name[kept].system:
-                i = names.index(kept)
+        for i in (info.created_index, info.deleted_index):
+            if i >= 0:
                 values[i] = old[i]
         return old
 
@@ -1765,9 +1777,8 @@ class DbSession:
         info: EntityInfo, old: Sequence[Any], values: list[Any], *, keep_deleted: bool = True
     ) -> None:
         if info.timestamps:
-            i = info.names.index("created_at")
-            values[i] = old[i]
-            values[info.names.index("updated_at")] = utcnow()
+            values[info.created_index] = old[info.created_index]
+            values[info.updated_index] = utcnow()
         if info.soft_delete and keep_deleted:
             values[info.deleted_index] = old[info.deleted_index]
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .audit import AUDIT_COLUMNS, audit_table
 from .entity import EntityInfo
 from .query import Shape, count_statement, select_statement
 
@@ -110,7 +111,7 @@ class EntityPlan:
         pk = info.pk
         pk_col = t.c[pk.name]
         self.info = info
-        self.pk_index = info.names.index(pk.name)
+        self.pk_index = info.pk_index
         self.decode = RowDecoder([compiler.result_processor(c) for c in t.c])
         where_pk = pk_col == sa.bindparam("p0", type_=pk_col.type)
         self.by_pk = compiler.compile(sa.select(*t.c).where(where_pk))
@@ -160,6 +161,15 @@ def _insert(t: sa.Table, names: Sequence[str], returning: bool, pk_col: sa.Colum
     return stmt
 
 
+# the audit table's INSERT head; its columns in AUDIT_COLUMNS order
+_AUDIT_INSERT = f"INSERT INTO {audit_table.name} ({', '.join(AUDIT_COLUMNS)}) "
+
+
+#: positions in the audit-row values (AUDIT_COLUMNS order) an audited insert takes:
+#: all but record_id, which the database fills in
+PG_INSERT_AUDIT_PARAMS = (0, 1, 2, 3, 4, 6, 7, 8)
+
+
 def _pg_audited_insert(insert: SqlPlan, pk: str, quote: Callable[[str], str]) -> str:
     """One statement that inserts a row and its audit row (PostgreSQL).
 
@@ -173,9 +183,7 @@ def _pg_audited_insert(insert: SqlPlan, pk: str, quote: Callable[[str], str]) ->
     qpk = quote(pk)
     # pk is a checked identifier ([A-Za-z0-9_]), safe inside the path literal
     return (
-        f"WITH ins AS ({insert.sql}) "
-        "INSERT INTO dbnexus_audit "
-        "(ts, user_id, domain, action, table_name, record_id, outcome, changes, tags) "
+        f"WITH ins AS ({insert.sql}) {_AUDIT_INSERT}"
         f"SELECT {p[0]}::TIMESTAMP WITH TIME ZONE, {p[1]}::VARCHAR, {p[2]}::VARCHAR, "
         f"{p[3]}::VARCHAR, {p[4]}::VARCHAR, CAST(ins.{qpk} AS TEXT), {p[5]}::VARCHAR, "
         f"CAST(jsonb_set(CAST({p[6]}::JSON AS JSONB), '{{{pk}}}', to_jsonb(ins.{qpk})) AS JSON), "
@@ -193,7 +201,10 @@ class PgAuditedUpdate:
     returns the old row (nothing when it is absent or soft-deleted).
     """
 
-    __slots__ = ("names", "pk_proc", "procs", "sql")
+    __slots__ = ("idx", "names", "pk_proc", "procs", "sql")
+
+    #: positions in the audit-row values (AUDIT_COLUMNS order) the statement takes
+    AUDIT_PARAMS = (0, 1, 2, 4, 5, 8)  # ts, user_id, domain, table_name, record_id, tags
 
     def __init__(self, compiler: Compiler, info: EntityInfo) -> None:
         dialect = compiler.dialect
@@ -203,6 +214,7 @@ class PgAuditedUpdate:
         kept = {"created_at", "deleted_at"} if info.timestamps or info.soft_delete else set()
         self.names = tuple(n for n in info.names if n != info.pk.name and n not in kept)
         self.procs = tuple(t.c[n].type._cached_bind_processor(dialect) for n in self.names)
+        self.idx = tuple(info.names.index(n) for n in self.names)
         self.pk_proc = t.c[info.pk.name].type._cached_bind_processor(dialect)
         k = len(self.names)
         tbl, pk = q(info.table_name), q(info.pk.name)
@@ -234,8 +246,7 @@ class PgAuditedUpdate:
             f"u AS (UPDATE {tbl} SET {sets} FROM o WHERE {tbl}.{pk} = o.{pk} RETURNING "
             + ", ".join(f"o.{q(n)}" for n in info.names)
             + "), "
-            "a AS (INSERT INTO dbnexus_audit "
-            "(ts, user_id, domain, action, table_name, record_id, outcome, changes, tags) "
+            f"a AS ({_AUDIT_INSERT}"
             f"SELECT {p['ts']}::TIMESTAMP WITH TIME ZONE, {p['user']}::VARCHAR, "
             f"{p['domain']}::VARCHAR, 'update', {p['table']}::VARCHAR, {p['record']}::VARCHAR, "
             f"'ok', {changes}, {p['tags']}::JSON FROM u) "
@@ -243,14 +254,13 @@ class PgAuditedUpdate:
         )
 
     def params(
-        self, info: EntityInfo, values: Sequence[Any], pk: Any, new_json: str, audit: Sequence[Any]
+        self, values: Sequence[Any], pk: Any, new_json: str, audit: Sequence[Any]
     ) -> list[Any]:
         """Parameters: the SET values, the key, the new values as JSON, then the audit
-        row's ts, user_id, domain, table_name, record_id, tags (already processed)."""
-        index = info.names.index
+        row's values at :attr:`AUDIT_PARAMS` (already processed)."""
         out = []
-        for n, proc in zip(self.names, self.procs, strict=True):
-            v = values[index(n)]
+        for i, proc in zip(self.idx, self.procs, strict=True):
+            v = values[i]
             out.append(v if proc is None or v is None else proc(v))
         if self.pk_proc is not None:
             pk = self.pk_proc(pk)
@@ -308,6 +318,9 @@ class PgBatchInsert:
 
     __slots__ = ("idx", "procs", "sql")
 
+    #: positions in the audit-row values (AUDIT_COLUMNS order) the statement takes
+    AUDIT_PARAMS = (0, 1, 2, 4, 8)  # ts, user_id, domain, table_name, tags
+
     def __init__(self, compiler: Compiler, info: EntityInfo, names: Sequence[str]) -> None:
         dialect = compiler.dialect
         q = dialect.identifier_preparer.quote
@@ -342,8 +355,7 @@ class PgBatchInsert:
             f"WITH ins AS (INSERT INTO {q(info.table_name)} ({', '.join(q(n) for n in names)}) "
             f"SELECT * FROM unnest({arrays}) RETURNING "
             + ", ".join(f"{q(info.table_name)}.{q(n)}" for n in info.names)
-            + ") INSERT INTO dbnexus_audit "
-            "(ts, user_id, domain, action, table_name, record_id, outcome, changes, tags) "
+            + f") {_AUDIT_INSERT}"
             f"SELECT {p[0]}::TIMESTAMP WITH TIME ZONE, {p[1]}::VARCHAR, {p[2]}::VARCHAR, "
             f"'insert', {p[3]}::VARCHAR, CAST(ins.{q(info.pk.name)} AS TEXT), 'ok', "
             f"CAST({changes} AS JSON), {p[4]}::JSON FROM ins RETURNING dbnexus_audit.record_id"
