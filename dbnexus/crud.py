@@ -57,8 +57,7 @@ async def _insert(cls: type[T], session: DbSession, obj: T, **kw: Any) -> T:
 
 async def _insert_batch(cls: type[T], session: DbSession, objs: Sequence[T], **kw: Any) -> list[T]:
     """Insert many objects in one round trip."""
-    for obj in objs:
-        _check_type(cls, obj)
+    _check_types(cls, objs)
     return await session.insert_batch(objs, **kw)
 
 
@@ -80,8 +79,7 @@ async def _find_page(cls: type[T], session: DbSession, **kw: Any) -> Any:
 
 async def _update_batch(cls: type[T], session: DbSession, objs: Sequence[T], **kw: Any) -> list[T]:
     """Update many objects in one transaction."""
-    for obj in objs:
-        _check_type(cls, obj)
+    _check_types(cls, objs)
     return await session.update_batch(objs, **kw)
 
 
@@ -111,6 +109,12 @@ async def _restore(cls: type[T], session: DbSession, id: Any, **kw: Any) -> T:
 async def _purge(cls: type, session: DbSession, id: Any, **kw: Any) -> None:
     """Remove a soft-deleted entity's row for good."""
     await session.purge(cls, id, **kw)
+
+
+def _check_types(cls: type, objs: Sequence[Any]) -> None:
+    if set(map(type, objs)) - {cls}:  # one C pass when every object is exactly a cls
+        for obj in objs:
+            _check_type(cls, obj)
 
 
 def _check_type(cls: type, obj: Any) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import decimal
+import operator
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,7 +23,7 @@ from typing import Any, TypeVar, dataclass_transform, overload
 import sqlalchemy as sa
 
 from .errors import ValidationError
-from .fieldtypes import jsonable, python_type_of, sql_type_for, value_checker
+from .fieldtypes import column_fits, jsonable, python_type_of, sql_type_for, value_checker
 
 __all__ = [
     "EntityInfo",
@@ -232,11 +233,33 @@ class EntityInfo:
     created_index: int  # positions of created_at / updated_at (-1 without timestamps)
     updated_index: int
     pk_index: int
-    checks: tuple[tuple[str, Callable[[Any], None]], ...] = ()  # fields callers set
+    #: (position, check) of every field callers set
+    checks: tuple[tuple[int, Callable[[Any], None]], ...] = ()
+    #: positions an insert decides: the key and the system fields
+    generated: tuple[int, ...] = ()
+    _get: Callable[[Any], tuple[Any, ...]] = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # one C call reads every column (attrgetter of one name returns it bare)
+        if len(self.names) > 1:
+            self._get = operator.attrgetter(*self.names)
+        else:
+            only = operator.attrgetter(self.names[0])
+            self._get = lambda obj: (only(obj),)
 
     def values_of(self, obj: Any) -> tuple[Any, ...]:
         """The column values of ``obj`` in declaration order."""
-        return tuple([getattr(obj, n) for n in self.names])
+        return self._get(obj)
+
+    def checked_values(self, obj: Any) -> list[Any]:
+        """The column values of ``obj``, each checked against its field (ValidationError)."""
+        if type(obj) is not self.cls:
+            self._check_type(obj)
+        values = list(self._get(obj))
+        for i, check in self.checks:
+            # an autoincrement key's check accepts None (the database assigns it)
+            check(values[i])
+        return values
 
     def audit_value(self, name: str, value: Any) -> Any:
         """``value`` as the audit log records it: JSON-friendly, as the column stores it."""
@@ -261,21 +284,37 @@ class EntityInfo:
                 object.__setattr__(obj, n, v)
         return obj
 
+    def checked_rows(self, objs: Sequence[Any]) -> list[list[Any]]:
+        """:meth:`checked_values` of many objects, checked column by column."""
+        if set(map(type, objs)) != {self.cls}:
+            for obj in objs:
+                self._check_type(obj)
+        rows = list(map(list, map(self._get, objs)))
+        columns = list(zip(*rows, strict=True))
+        fields = self.fields
+        for i, check in self.checks:
+            f = fields[i]
+            if not column_fits(columns[i], f.pytype, f.nullable, f.max_length):
+                for value in columns[i]:
+                    check(value)
+        return rows
+
     def validate(self, obj: Any, *, skip: Iterable[str] = ()) -> None:
         """Raise ValidationError if any column value of ``obj`` does not fit its field."""
+        if not skip:
+            self.checked_values(obj)
+            return
+        self._check_type(obj)
+        skipped = set(skip)
+        for i, check in self.checks:
+            if self.names[i] not in skipped:
+                check(getattr(obj, self.names[i]))
+
+    def _check_type(self, obj: Any) -> None:
         if not isinstance(obj, self.cls):
             raise ValidationError(
                 f"expected a {self.cls.__name__} instance, got {type(obj).__name__}"
             )
-        if skip:
-            skipped = set(skip)
-            for name, check in self.checks:
-                if name not in skipped:
-                    check(getattr(obj, name))
-            return
-        for name, check in self.checks:
-            # an autoincrement key's check accepts None (the database assigns it)
-            check(getattr(obj, name))
 
     def field(self, name: str) -> FieldInfo:
         """The field called ``name``; ValidationError naming the entity if unknown."""
@@ -411,6 +450,8 @@ def _build_entity(
                 "name it with field(references=..., relation='...')"
             )
     table_obj = _make_table(md, table_name, fields, indexes, by_name, cls.__name__)
+    names = tuple(f.name for f in fields)
+    positions = {n: i for i, n in enumerate(names)}
     info = EntityInfo(
         cls=cls,
         table_name=table_name,
@@ -418,7 +459,7 @@ def _build_entity(
         fields=fields,
         by_name=by_name,
         pk=pks[0],
-        names=tuple(f.name for f in fields),
+        names=names,
         shard_key=shard_key,
         timestamps=timestamps,
         soft_delete=soft_delete,
@@ -426,11 +467,12 @@ def _build_entity(
         relations=relations,
         references=references,
         has_dict="__slots__" not in cls.__dict__,
-        deleted_index=[f.name for f in fields].index("deleted_at") if soft_delete else -1,
-        created_index=[f.name for f in fields].index("created_at") if timestamps else -1,
-        updated_index=[f.name for f in fields].index("updated_at") if timestamps else -1,
-        pk_index=[f.name for f in fields].index(pks[0].name),
-        checks=tuple((f.name, f.check) for f in fields if not f.system),
+        deleted_index=positions["deleted_at"] if soft_delete else -1,
+        created_index=positions["created_at"] if timestamps else -1,
+        updated_index=positions["updated_at"] if timestamps else -1,
+        pk_index=positions[pks[0].name],
+        checks=tuple((i, f.check) for i, f in enumerate(fields) if not f.system),
+        generated=(positions[pks[0].name], *(positions[n] for n in system)),
     )
     cls.__dbnexus__ = info  # type: ignore[attr-defined]
     _declared[table_name] = cls

@@ -1043,9 +1043,8 @@ class DbSession:
         table = info.table_name
         pool = self._pool
         om = await self._start(info, INSERT, getattr(obj, info.pk.name, None), tags)
-        info.validate(obj)
-        all_tags = self._tags(tags)
         values = self._new_row(info, obj, utcnow())
+        all_tags = self._tags(tags)
         db = pool._route_values(info, values)
         plan = db.compiler.entity(info)
         pk = values[plan.pk_index]
@@ -1077,7 +1076,7 @@ class DbSession:
         except BaseException as exc:
             await self._failed(db, om, INSERT, table, pk, all_tags, exc)
             raise
-        self._set_values(info, obj, values)
+        self._set_generated(info, [obj], [values])
         if pool._has_listeners:
             self._event(
                 "create",
@@ -1117,13 +1116,12 @@ class DbSession:
         om = await self._start(
             info, UPDATE, None if batch else getattr(objs[0], pk_name, None), tags
         )
-        for obj in objs:
-            info.validate(obj)
-            if getattr(obj, pk_name) is None:
-                raise ValidationError(f"update needs {type(obj).__name__}.{pk_name} to be set")
+        rows = info.checked_rows(objs)
+        pks = [values[info.pk_index] for values in rows]
+        if None in pks:
+            obj = objs[pks.index(None)]
+            raise ValidationError(f"update needs {type(obj).__name__}.{pk_name} to be set")
         all_tags = self._tags(tags)
-        rows = [list(info.values_of(obj)) for obj in objs]
-        pks = [getattr(obj, pk_name) for obj in objs]
         olds: dict[int, tuple[Any, ...]] = {}
         try:
             groups = self._by_shard(info, rows)
@@ -1277,11 +1275,8 @@ class DbSession:
         table = info.table_name
         pool = self._pool
         om = await self._start(info, INSERT, None, tags)
-        for obj in objs:
-            info.validate(obj)
+        rows = self._stamp_new(info, info.checked_rows(objs), utcnow())
         all_tags = self._tags(tags)
-        now = utcnow()
-        rows = [self._new_row(info, obj, now) for obj in objs]
         try:
             groups = self._by_shard(info, rows)
             pk_i = info.pk_index
@@ -1302,8 +1297,7 @@ class DbSession:
         except BaseException as exc:
             await self._failed(pool._default_db(), om, INSERT, info.table_name, None, all_tags, exc)
             raise
-        for obj, values in zip(objs, rows, strict=True):
-            self._set_values(info, obj, values)
+        self._set_generated(info, objs, rows)
         if pool._has_listeners:
             pk_index = info.pk_index
             for values in rows:
@@ -1390,7 +1384,7 @@ class DbSession:
             got = await db.driver.fetch_all(conn.raw, stmt.sql, stmt.params(chunk, audit))
             if auto:
                 # one statement assigns ascending ids in row order
-                for r, pk in zip(chunk, sorted(int(g[0]) for g in got), strict=True):
+                for r, pk in zip(chunk, sorted(g[0] for g in got), strict=True):
                     r[pk_i] = pk
 
     # ----------------------------------------------------- soft delete, bulk
@@ -1725,14 +1719,33 @@ class DbSession:
 
     @staticmethod
     def _new_row(info: EntityInfo, obj: Any, now: dt.datetime) -> list[Any]:
-        """Column values of a new row; system fields are dbnexus's, never the caller's."""
-        values = list(info.values_of(obj))
+        """Checked column values of a new row."""
+        return DbSession._stamp_new(info, [info.checked_values(obj)], now)[0]
+
+    @staticmethod
+    def _stamp_new(info: EntityInfo, rows: list[list[Any]], now: dt.datetime) -> list[list[Any]]:
+        """Set the system fields of new rows: they are dbnexus's, never the caller's."""
         if info.timestamps:
-            values[info.created_index] = now
-            values[info.updated_index] = now
+            created, updated = info.created_index, info.updated_index
+            for values in rows:
+                values[created] = values[updated] = now
         if info.soft_delete:
-            values[info.deleted_index] = None
-        return values
+            deleted = info.deleted_index
+            for values in rows:
+                values[deleted] = None
+        return rows
+
+    @staticmethod
+    def _set_generated(info: EntityInfo, objs: Sequence[Any], rows: Sequence[Any]) -> None:
+        """Give inserted objects what the insert decided: their keys and system fields."""
+        for i in info.generated:
+            name = info.names[i]
+            if info.has_dict:
+                for obj, values in zip(objs, rows, strict=True):
+                    obj.__dict__[name] = values[i]
+            else:
+                for obj, values in zip(objs, rows, strict=True):
+                    object.__setattr__(obj, name, values[i])
 
     @staticmethod
     def _set_values(info: EntityInfo, obj: Any, values: Sequence[Any]) -> None:

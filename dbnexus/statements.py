@@ -313,7 +313,7 @@ class PgBatchInsert:
     its parameter count do not grow with the batch; each audit row's
     ``changes`` is rendered by the database like ``jsonable`` renders it.
     Parameters: the column arrays, then ts, user_id, domain, table_name, tags.
-    Returns the audit rows' record ids (the rows' keys, as text).
+    Returns the rows' keys.
     """
 
     __slots__ = ("idx", "procs", "sql")
@@ -351,24 +351,26 @@ class PgBatchInsert:
                 ]
             )
         p = [f"${k + i}" for i in range(1, 6)]
+        pk = f"ins.{q(info.pk.name)}"
+        # the audit INSERT is a CTE of its own so that the statement returns the keys
+        # in their own type (PostgreSQL runs a data-modifying CTE even when unread)
         self.sql = (
             f"WITH ins AS (INSERT INTO {q(info.table_name)} ({', '.join(q(n) for n in names)}) "
             f"SELECT * FROM unnest({arrays}) RETURNING "
             + ", ".join(f"{q(info.table_name)}.{q(n)}" for n in info.names)
-            + f") {_AUDIT_INSERT}"
+            + f"), aud AS ({_AUDIT_INSERT}"
             f"SELECT {p[0]}::TIMESTAMP WITH TIME ZONE, {p[1]}::VARCHAR, {p[2]}::VARCHAR, "
-            f"'insert', {p[3]}::VARCHAR, CAST(ins.{q(info.pk.name)} AS TEXT), 'ok', "
-            f"CAST({changes} AS JSON), {p[4]}::JSON FROM ins RETURNING dbnexus_audit.record_id"
+            f"'insert', {p[3]}::VARCHAR, CAST({pk} AS TEXT), 'ok', "
+            f"CAST({changes} AS JSON), {p[4]}::JSON FROM ins) SELECT {pk} FROM ins"
         )
 
     def params(self, rows: Sequence[Sequence[Any]], audit: Sequence[Any]) -> list[Any]:
         """One array per column from ``rows`` (full column values), then ``audit``."""
+        columns = list(zip(*rows, strict=True))
         out: list[Any] = []
         for i, proc in zip(self.idx, self.procs, strict=True):
-            if proc is None:
-                out.append([r[i] for r in rows])
-            else:
-                out.append([None if r[i] is None else proc(r[i]) for r in rows])
+            col = columns[i]
+            out.append(col if proc is None else [None if v is None else proc(v) for v in col])
         return [*out, *audit]
 
 

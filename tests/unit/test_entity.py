@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dbnexus
 from dbnexus import ValidationError, crud, entity, entity_info, field
@@ -369,3 +371,76 @@ def test_a_rejected_declaration_leaves_no_table_behind():
 
     assert "unit_half" not in dbnexus.metadata.tables
     assert "unit_half_where" not in dbnexus.metadata.tables
+
+
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=False, width=32),
+    st.text(max_size=5),
+    st.binary(max_size=4),
+    st.dates(),
+    st.datetimes(),
+    st.decimals(allow_nan=False, places=2, min_value=-10, max_value=10),
+)
+
+
+_VALID = (
+    st.one_of(st.none(), st.integers(1, 10**6)),
+    st.text(max_size=4),
+    st.one_of(st.floats(allow_nan=False), st.integers(-5, 5)),
+    st.one_of(st.none(), st.dates()),
+    st.one_of(st.none(), st.binary(max_size=2)),
+    st.one_of(st.none(), st.decimals(allow_nan=False, places=2, min_value=-9, max_value=9)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.tuples(*_VALID), min_size=1, max_size=6),
+    st.one_of(st.none(), st.tuples(st.integers(0, 5), st.integers(0, 5), _ANY_VALUE)),
+)
+def test_batch_checks_agree_with_checking_each_object(valid, corrupt):
+    """``checked_rows`` (column by column) rejects a batch exactly when an object fails."""
+    values = [list(v) for v in valid]
+    if corrupt is not None:  # one cell replaced by anything: valid or not
+        row, col, value = corrupt
+        values[row % len(values)][col] = value
+    info = entity_info(_Mixed)
+    objs = [_Mixed(**dict(zip(_MIXED_FIELDS, v, strict=True))) for v in values]
+    failures = []
+    for obj in objs:
+        try:
+            info.validate(obj)
+        except ValidationError:
+            failures.append(obj)
+    try:
+        rows = info.checked_rows(objs)
+    except ValidationError:
+        assert failures, "the batch was refused though every object is valid"
+    else:
+        assert not failures, f"the batch let {failures[0]} through"
+        assert rows == [list(info.values_of(o)) for o in objs]
+
+
+def test_batch_checks_name_the_offending_value_and_reject_other_classes():
+    info = entity_info(_Mixed)
+    good = _Mixed(name="ok", score=1.5)
+    with pytest.raises(ValidationError, match="max_length=4"):
+        info.checked_rows([good, _Mixed(name="toolong")])
+    with pytest.raises(ValidationError, match="expected a _Mixed instance"):
+        info.checked_rows([good, "not a _Mixed"])
+
+
+_MIXED_FIELDS = ("id", "name", "score", "when", "blob", "amount")
+
+
+@entity(table="unit_mixed_batch", metadata=sa.MetaData())
+class _Mixed:
+    id: int | None = field(primary_key=True, default=None)
+    name: str = field(max_length=4, default="a")
+    score: float = 0.0
+    when: dt.date | None = None
+    blob: bytes | None = field(default=None, max_length=2)
+    amount: decimal.Decimal | None = None
