@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +24,7 @@ __all__ = [
     "AuditRecord",
     "audit_query",
     "audit_table",
+    "batch_values",
     "insert_plan",
     "jsonable",
 ]
@@ -86,6 +88,30 @@ class AuditRecord:
 def record_id_text(value: Any) -> str | None:
     """Primary keys of any type are kept as text."""
     return None if value is None else str(value)
+
+
+_RECORD_ID = AUDIT_COLUMNS.index("record_id")
+_CHANGES = AUDIT_COLUMNS.index("changes")
+
+
+def batch_values(
+    dialect: sa.Dialect, template: Sequence[Any], records: Iterable[tuple[Any, Any]]
+) -> list[Any]:
+    """Processed values (row after row, AUDIT_COLUMNS order) of audit rows that share
+    every value of ``template`` but their ``(record_id, changes)``.
+
+    The shared values go through their bind processors once, not once per row.
+    """
+    procs = [audit_table.c[c].type._cached_bind_processor(dialect) for c in AUDIT_COLUMNS]
+    row = [v if p is None or v is None else p(v) for v, p in zip(template, procs, strict=True)]
+    as_text, dump = procs[_RECORD_ID], procs[_CHANGES]
+    out: list[Any] = []
+    for record_id, changes in records:
+        text = record_id_text(record_id)
+        row[_RECORD_ID] = text if as_text is None or text is None else as_text(text)
+        row[_CHANGES] = changes if dump is None or changes is None else dump(changes)
+        out += row
+    return out
 
 
 def audit_query(

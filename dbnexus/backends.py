@@ -37,8 +37,8 @@ class Driver:
     async def fetch_all(self, conn: Any, sql: str, params: Sequence[Any]) -> list[Row]:
         raise NotImplementedError
 
-    async def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> int:
-        """Run a statement; return the affected row count."""
+    async def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> None:
+        """Run a statement that returns no rows."""
         raise NotImplementedError
 
     async def insert(self, conn: Any, sql: str, params: Sequence[Any], returning: bool) -> Any:
@@ -78,10 +78,8 @@ class AsyncpgDriver(Driver):
     async def fetch_all(self, conn: Any, sql: str, params: Sequence[Any]) -> list[Row]:
         return await conn.fetch(sql, *params)
 
-    async def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> int:
-        status = await conn.execute(sql, *params)
-        tail = status.rpartition(" ")[2]
-        return int(tail) if tail.isdigit() else 0
+    async def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> None:
+        await conn.execute(sql, *params)
 
     async def execute_script(self, conn: Any, sql: str) -> None:
         await conn.execute(sql)
@@ -127,11 +125,10 @@ class AiomysqlDriver(Driver):
         finally:
             await cur.close()
 
-    async def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> int:
+    async def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> None:
         cur = await conn.cursor()
         try:
             await cur.execute(sql, params or None)
-            return cur.rowcount
         finally:
             await cur.close()
 
@@ -182,20 +179,16 @@ class AiosqliteDriver(Driver):
     async def fetch_all(self, conn: Any, sql: str, params: Sequence[Any]) -> list[Row]:
         return list(await conn.execute_fetchall(sql, params))
 
-    async def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> int:
-        cur = await conn.execute(sql, params)
-        n = cur.rowcount
-        await cur.close()
-        return n
+    async def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> None:
+        # one trip to aiosqlite's thread (execute + close would be two)
+        await conn.execute_fetchall(sql, params)
 
     async def insert(self, conn: Any, sql: str, params: Sequence[Any], returning: bool) -> Any:
         if returning:
             rows = await conn.execute_fetchall(sql, params)
             return rows[0][0]
-        cur = await conn.execute(sql, params)
-        rowid = cur.lastrowid
-        await cur.close()
-        return rowid
+        row = await conn.execute_insert(sql, params)
+        return None if row is None else row[0]
 
     async def begin(self, conn: Any) -> None:
         # IMMEDIATE takes the write lock up front: a deferred transaction that

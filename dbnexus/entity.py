@@ -211,6 +211,10 @@ class FieldInfo:
     column: sa.Column[Any]
 
 
+#: column types whose checked values are JSON as they are
+_JSON_SCALARS = (str, int, float, bool)
+
+
 @dataclasses.dataclass(eq=False, slots=True)
 class EntityInfo:
     """Everything ``@entity`` learned about a class; read it with :func:`entity_info`."""
@@ -238,6 +242,8 @@ class EntityInfo:
     #: positions an insert decides: the key and the system fields
     generated: tuple[int, ...] = ()
     _get: Callable[[Any], tuple[Any, ...]] = dataclasses.field(init=False, repr=False)
+    #: per column: its values are already what the audit log records (JSON scalars)
+    _plain: tuple[bool, ...] = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # one C call reads every column (attrgetter of one name returns it bare)
@@ -246,6 +252,7 @@ class EntityInfo:
         else:
             only = operator.attrgetter(self.names[0])
             self._get = lambda obj: (only(obj),)
+        self._plain = tuple(f.pytype in _JSON_SCALARS for f in self.fields)
 
     def values_of(self, obj: Any) -> tuple[Any, ...]:
         """The column values of ``obj`` in declaration order."""
@@ -272,7 +279,10 @@ class EntityInfo:
 
     def audit_row(self, values: Sequence[Any]) -> dict[str, Any]:
         """Every column of a row as the audit log records it."""
-        return {n: self.audit_value(n, v) for n, v in zip(self.names, values, strict=True)}
+        return {
+            n: v if plain or v is None else self.audit_value(n, v)
+            for n, v, plain in zip(self.names, values, self._plain, strict=True)
+        }
 
     def build(self, values: Sequence[Any]) -> Any:
         """Make an instance from column values without running ``__init__``."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from .audit import AUDIT_COLUMNS, audit_table, insert_plan, record_id_text
+from .audit import AUDIT_COLUMNS, audit_table, batch_values, insert_plan, record_id_text
 from .entity import EntityInfo, entity_info
 from .errors import (
     ConfigError,
@@ -542,10 +542,9 @@ class DbSession:
         outcome: str,
         changes: Any,
         tags: Sequence[str],
-        ts: dt.datetime | None = None,
     ) -> list[Any]:
         return [
-            ts or utcnow(),
+            utcnow(),
             self.user_id,
             self.domain,
             action,
@@ -594,14 +593,11 @@ class DbSession:
         tags: Sequence[str],
     ) -> None:
         db = conn.db
-        ts = utcnow()
-        width = len(AUDIT_COLUMNS)
-        for chunk in _chunks(records, db.max_rows(width)):
-            flat: list[Any] = []
-            for record_id, changes in chunk:
-                flat += self._audit_values(action, table, record_id, "ok", changes, tags, ts)
+        template = self._audit_values(action, table, None, "ok", None, tags)
+        for chunk in _chunks(records, db.max_rows(len(AUDIT_COLUMNS))):
             plan = db.compiler.insert_many(audit_table, AUDIT_COLUMNS, len(chunk), None)
-            await db.driver.execute(conn.raw, plan.sql, plan.params(flat))
+            values = batch_values(db.dialect, template, chunk)
+            await db.driver.execute(conn.raw, plan.sql, plan.ordered(values))
 
     async def _audit_alone(
         self,
@@ -1381,10 +1377,10 @@ class DbSession:
         # the same for every row of the batch; the database renders each row's changes
         audit = self._audit_params(db, stmt.AUDIT_PARAMS, INSERT, info.table_name, None, None, tags)
         for chunk in _chunks(group, 5000):
-            got = await db.driver.fetch_all(conn.raw, stmt.sql, stmt.params(chunk, audit))
+            got = await db.driver.fetch_one(conn.raw, stmt.sql, stmt.params(chunk, audit))
             if auto:
                 # one statement assigns ascending ids in row order
-                for r, pk in zip(chunk, sorted(g[0] for g in got), strict=True):
+                for r, pk in zip(chunk, got[0], strict=True):  # type: ignore[index]
                     r[pk_i] = pk
 
     # ----------------------------------------------------- soft delete, bulk

@@ -62,6 +62,12 @@ class SqlPlan:
             out.append(v if proc is None or v is None else proc(v))
         return out
 
+    def ordered(self, values: Sequence[Any]) -> list[Any]:
+        """Positional parameters from values already processed, in plan order."""
+        if self._consts:
+            values = (*values, *self._consts)
+        return [values[i] for i in self.order]
+
     def __repr__(self) -> str:
         return f"SqlPlan({self.sql!r})"
 
@@ -313,7 +319,7 @@ class PgBatchInsert:
     its parameter count do not grow with the batch; each audit row's
     ``changes`` is rendered by the database like ``jsonable`` renders it.
     Parameters: the column arrays, then ts, user_id, domain, table_name, tags.
-    Returns the rows' keys.
+    Returns one row: the rows' keys as an ascending array.
     """
 
     __slots__ = ("idx", "procs", "sql")
@@ -353,7 +359,8 @@ class PgBatchInsert:
         p = [f"${k + i}" for i in range(1, 6)]
         pk = f"ins.{q(info.pk.name)}"
         # the audit INSERT is a CTE of its own so that the statement returns the keys
-        # in their own type (PostgreSQL runs a data-modifying CTE even when unread)
+        # in their own type, in one array (PostgreSQL runs a data-modifying CTE even
+        # when nothing reads it)
         self.sql = (
             f"WITH ins AS (INSERT INTO {q(info.table_name)} ({', '.join(q(n) for n in names)}) "
             f"SELECT * FROM unnest({arrays}) RETURNING "
@@ -361,7 +368,8 @@ class PgBatchInsert:
             + f"), aud AS ({_AUDIT_INSERT}"
             f"SELECT {p[0]}::TIMESTAMP WITH TIME ZONE, {p[1]}::VARCHAR, {p[2]}::VARCHAR, "
             f"'insert', {p[3]}::VARCHAR, CAST({pk} AS TEXT), 'ok', "
-            f"CAST({changes} AS JSON), {p[4]}::JSON FROM ins) SELECT {pk} FROM ins"
+            f"CAST({changes} AS JSON), {p[4]}::JSON FROM ins) "
+            f"SELECT array_agg({pk} ORDER BY {pk}) FROM ins"
         )
 
     def params(self, rows: Sequence[Sequence[Any]], audit: Sequence[Any]) -> list[Any]:
