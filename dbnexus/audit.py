@@ -95,14 +95,15 @@ _CHANGES = AUDIT_COLUMNS.index("changes")
 
 
 def batch_values(
-    dialect: sa.Dialect, template: Sequence[Any], records: Iterable[tuple[Any, Any]]
+    compiler: Any, template: Sequence[Any], records: Iterable[tuple[Any, Any]]
 ) -> list[Any]:
     """Processed values (row after row, AUDIT_COLUMNS order) of audit rows that share
-    every value of ``template`` but their ``(record_id, changes)``.
+    every value of ``template`` but their ``(record_id, changes)``, for a
+    :class:`~dbnexus.statements.Compiler`'s dialect.
 
     The shared values go through their bind processors once, not once per row.
     """
-    procs = [audit_table.c[c].type._cached_bind_processor(dialect) for c in AUDIT_COLUMNS]
+    procs = compiler.bind_processors(audit_table, AUDIT_COLUMNS)
     row = [v if p is None or v is None else p(v) for v, p in zip(template, procs, strict=True)]
     as_text, dump = procs[_RECORD_ID], procs[_CHANGES]
     out: list[Any] = []

@@ -233,19 +233,27 @@ class EntityInfo:
     relations: dict[str, Relation]
     references: dict[str, str]  # relation name (field name without _id) -> fk field
     has_dict: bool
-    deleted_index: int  # position of deleted_at (-1 without soft delete)
-    created_index: int  # positions of created_at / updated_at (-1 without timestamps)
-    updated_index: int
-    pk_index: int
+    # derived from the fields in __post_init__:
+    pk_index: int = dataclasses.field(init=False)
+    deleted_index: int = dataclasses.field(init=False)  # -1 without soft delete
+    created_index: int = dataclasses.field(init=False)  # -1 without timestamps (both)
+    updated_index: int = dataclasses.field(init=False)
     #: (position, check) of every field callers set
-    checks: tuple[tuple[int, Callable[[Any], None]], ...] = ()
+    checks: tuple[tuple[int, Callable[[Any], None]], ...] = dataclasses.field(init=False)
     #: positions an insert decides: the key and the system fields
-    generated: tuple[int, ...] = ()
+    generated: tuple[int, ...] = dataclasses.field(init=False)
     _get: Callable[[Any], tuple[Any, ...]] = dataclasses.field(init=False, repr=False)
     #: per column: its values are already what the audit log records (JSON scalars)
     _plain: tuple[bool, ...] = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        at = {n: i for i, n in enumerate(self.names)}
+        self.pk_index = at[self.pk.name]
+        self.deleted_index = at.get("deleted_at", -1) if self.soft_delete else -1
+        self.created_index = at.get("created_at", -1) if self.timestamps else -1
+        self.updated_index = at.get("updated_at", -1) if self.timestamps else -1
+        self.checks = tuple((i, f.check) for i, f in enumerate(self.fields) if not f.system)
+        self.generated = (self.pk_index, *(i for i, f in enumerate(self.fields) if f.system))
         # one C call reads every column (attrgetter of one name returns it bare)
         if len(self.names) > 1:
             self._get = operator.attrgetter(*self.names)
@@ -460,8 +468,6 @@ def _build_entity(
                 "name it with field(references=..., relation='...')"
             )
     table_obj = _make_table(md, table_name, fields, indexes, by_name, cls.__name__)
-    names = tuple(f.name for f in fields)
-    positions = {n: i for i, n in enumerate(names)}
     info = EntityInfo(
         cls=cls,
         table_name=table_name,
@@ -469,7 +475,7 @@ def _build_entity(
         fields=fields,
         by_name=by_name,
         pk=pks[0],
-        names=names,
+        names=tuple(f.name for f in fields),
         shard_key=shard_key,
         timestamps=timestamps,
         soft_delete=soft_delete,
@@ -477,12 +483,6 @@ def _build_entity(
         relations=relations,
         references=references,
         has_dict="__slots__" not in cls.__dict__,
-        deleted_index=positions["deleted_at"] if soft_delete else -1,
-        created_index=positions["created_at"] if timestamps else -1,
-        updated_index=positions["updated_at"] if timestamps else -1,
-        pk_index=positions[pks[0].name],
-        checks=tuple((i, f.check) for i, f in enumerate(fields) if not f.system),
-        generated=(positions[pks[0].name], *(positions[n] for n in system)),
     )
     cls.__dbnexus__ = info  # type: ignore[attr-defined]
     _declared[table_name] = cls

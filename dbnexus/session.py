@@ -596,7 +596,7 @@ class DbSession:
         template = self._audit_values(action, table, None, "ok", None, tags)
         for chunk in _chunks(records, db.max_rows(len(AUDIT_COLUMNS))):
             plan = db.compiler.insert_many(audit_table, AUDIT_COLUMNS, len(chunk), None)
-            values = batch_values(db.dialect, template, chunk)
+            values = batch_values(db.compiler, template, chunk)
             await db.driver.execute(conn.raw, plan.sql, plan.ordered(values))
 
     async def _audit_alone(

@@ -16,7 +16,7 @@ import datetime as dt
 import decimal
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -27,6 +27,7 @@ from .query import Shape, count_statement, select_statement
 __all__ = ["Compiler", "EntityPlan", "SqlPlan"]
 
 Processor = Callable[[Any], Any] | None
+R = TypeVar("R")
 
 # PostgreSQL type OIDs: SQLAlchemy's asyncpg numeric result processors need them
 _PG_COLTYPES = {sa.Numeric: 1700, sa.Float: 701, sa.Double: 701}
@@ -219,9 +220,9 @@ class PgAuditedUpdate:
         t = info.table
         kept = {"created_at", "deleted_at"} if info.timestamps or info.soft_delete else set()
         self.names = tuple(n for n in info.names if n != info.pk.name and n not in kept)
-        self.procs = tuple(t.c[n].type._cached_bind_processor(dialect) for n in self.names)
+        self.procs = compiler.bind_processors(t, self.names)
         self.idx = tuple(info.names.index(n) for n in self.names)
-        self.pk_proc = t.c[info.pk.name].type._cached_bind_processor(dialect)
+        (self.pk_proc,) = compiler.bind_processors(t, (info.pk.name,))
         k = len(self.names)
         tbl, pk = q(info.table_name), q(info.pk.name)
         cast = {n: types.process(t.c[n].type.dialect_impl(dialect)) for n in info.names}
@@ -333,7 +334,7 @@ class PgBatchInsert:
         types = dialect.type_compiler_instance
         t = info.table
         self.idx = tuple(info.names.index(n) for n in names)
-        self.procs = tuple(t.c[n].type._cached_bind_processor(dialect) for n in names)
+        self.procs = compiler.bind_processors(t, names)
         k = len(names)
         arrays = ", ".join(
             f"${i + 1}::{types.process(t.c[n].type.dialect_impl(dialect))}[]"
@@ -391,7 +392,7 @@ class Compiler:
         self._plans: OrderedDict[Any, SqlPlan] = OrderedDict()
         self._cache_size = cache_size
         self._pg = dialect.name == "postgresql"
-        self._batches: dict[Any, PgBatchInsert] = {}
+        self._memo: dict[Any, Any] = {}
 
     def entity(self, info: EntityInfo) -> EntityPlan:
         """The fixed statements of an entity (built on first use)."""
@@ -496,13 +497,26 @@ class Compiler:
             key, lambda: count_statement(info, where, include_deleted=include_deleted)
         )
 
+    def memo(self, key: Any, build: Callable[[], R]) -> R:
+        """What ``build()`` makes for this dialect, made once per key (not bounded:
+        keys are fixed by declarations)."""
+        got = self._memo.get(key)
+        if got is None:
+            got = self._memo[key] = build()
+        return got
+
     def pg_batch_insert(self, info: EntityInfo, names: Sequence[str]) -> PgBatchInsert:
         """The PostgreSQL batch insert of ``names`` columns (see :class:`PgBatchInsert`)."""
-        key = ("pg_batch", info, tuple(names))
-        plan = self._batches.get(key)
-        if plan is None:
-            plan = self._batches[key] = PgBatchInsert(self, info, names)
-        return plan
+        names = tuple(names)
+        return self.memo(("pg_batch", info, names), lambda: PgBatchInsert(self, info, names))
+
+    def bind_processors(self, table: sa.Table, names: Sequence[str]) -> tuple[Processor, ...]:
+        """SQLAlchemy's bind processor of each of ``names`` on this dialect."""
+        names = tuple(names)
+        return self.memo(
+            ("bind_processors", table, names),
+            lambda: tuple(table.c[n].type._cached_bind_processor(self.dialect) for n in names),
+        )
 
     def insert_many(
         self, table: sa.Table, names: Sequence[str], rows: int, returning: sa.Column[Any] | None
