@@ -14,15 +14,28 @@ from typing import Any
 
 from .errors import ConfigError, DatabaseError, IntegrityError, MissingDependencyError
 
-__all__ = ["Driver", "driver_for"]
+__all__ = ["ALL", "COMMIT", "EXEC", "INSERT", "ONE", "RETURNING", "Driver", "driver_for"]
 
 Row = Sequence[Any]
+Statement = tuple[str, Sequence[Any]]
+
+# what the last statement of :meth:`Driver.run` returns
+ONE = "one"  #: its first row (or None)
+ALL = "all"  #: its rows
+INSERT = "insert"  #: the key it generated
+RETURNING = "returning"  #: the first column of its first row (INSERT ... RETURNING)
+EXEC = "exec"  #: nothing
+COMMIT = "commit"  #: nothing: the statement is ignored, the transaction commits
 
 
 class Driver:
     """Executes SQL on one kind of driver connection."""
 
     name = "?"
+    #: can send several statements in one trip (:meth:`run`)
+    pipelines = False
+    #: the statement :meth:`begin` sends
+    begin_sql = "BEGIN"
     #: savepoint statements (all three dialects use the standard syntax)
     savepoint_sql = "SAVEPOINT {}"
     release_sql = "RELEASE SAVEPOINT {}"
@@ -49,8 +62,19 @@ class Driver:
         """Run a parameterless statement (BEGIN, SAVEPOINT ...)."""
         await self.execute(conn, sql, ())
 
+    async def run(
+        self, conn: Any, before: Sequence[Statement], last: str, sql: str, params: Sequence[Any]
+    ) -> Any:
+        """Run ``before`` (results unread) and then ``sql``, in one trip to the database;
+        return what ``last`` (ONE, ALL, INSERT, RETURNING, EXEC, COMMIT) says of ``sql``.
+
+        Only for drivers with ``pipelines``. A failing statement stops the ones
+        after it.
+        """
+        raise NotImplementedError
+
     async def begin(self, conn: Any) -> None:
-        await self.execute_script(conn, "BEGIN")
+        await self.execute_script(conn, self.begin_sql)
 
     async def commit(self, conn: Any) -> None:
         await self.execute_script(conn, "COMMIT")
@@ -97,6 +121,7 @@ class AsyncpgDriver(Driver):
 
 class AiomysqlDriver(Driver):
     name = "aiomysql"
+    pipelines = True
 
     def __init__(self) -> None:
         import pymysql
@@ -143,6 +168,30 @@ class AiomysqlDriver(Driver):
         finally:
             await cur.close()
 
+    async def run(
+        self, conn: Any, before: Sequence[Statement], last: str, sql: str, params: Sequence[Any]
+    ) -> Any:
+        cur = await conn.cursor()
+        try:
+            # aiomysql connections accept several statements per query; each is
+            # rendered with its own parameters exactly as cursor.execute renders it
+            if last == COMMIT:
+                sql, params = "COMMIT", ()
+            text = ";\n".join(cur.mogrify(s, tuple(p)) for s, p in (*before, (sql, params)))
+            await cur.execute(text)
+            for _ in before:
+                await cur.nextset()
+            if last == ONE:
+                return await cur.fetchone()
+            if last == ALL:
+                return list(await cur.fetchall())
+            if last == RETURNING:
+                return (await cur.fetchone())[0]
+            return cur.lastrowid if last == INSERT else None
+        finally:
+            # reads what is left of the results, so the connection is ready again
+            await cur.close()
+
     async def begin(self, conn: Any) -> None:
         await conn.begin()
 
@@ -162,6 +211,10 @@ class AiomysqlDriver(Driver):
 
 class AiosqliteDriver(Driver):
     name = "aiosqlite"
+    pipelines = True
+    # IMMEDIATE takes the write lock up front: a deferred transaction that
+    # later writes can fail with "database is locked" without waiting
+    begin_sql = "BEGIN IMMEDIATE"
 
     def __init__(self) -> None:
         import sqlite3
@@ -190,10 +243,15 @@ class AiosqliteDriver(Driver):
         row = await conn.execute_insert(sql, params)
         return None if row is None else row[0]
 
+    async def run(
+        self, conn: Any, before: Sequence[Statement], last: str, sql: str, params: Sequence[Any]
+    ) -> Any:
+        # one trip to aiosqlite's thread for all of them (its queue of calls is
+        # what aiosqlite's own methods use)
+        return await conn._execute(_run_sqlite, conn._conn, before, last, sql, params)
+
     async def begin(self, conn: Any) -> None:
-        # IMMEDIATE takes the write lock up front: a deferred transaction that
-        # later writes can fail with "database is locked" without waiting
-        await conn.execute("BEGIN IMMEDIATE")
+        await conn.execute_fetchall(self.begin_sql, ())
 
     async def commit(self, conn: Any) -> None:
         await conn.commit()
@@ -207,6 +265,30 @@ class AiosqliteDriver(Driver):
         if isinstance(exc, self._errors):
             return DatabaseError(f"sqlite error: {exc}", exc)
         return None
+
+
+def _run_sqlite(
+    db: Any, before: Sequence[Statement], last: str, sql: str, params: Sequence[Any]
+) -> Any:
+    """:meth:`AiosqliteDriver.run` in aiosqlite's thread, on its ``sqlite3`` connection."""
+    for s, p in before:
+        db.execute(s, p).close()
+    if last == COMMIT:
+        db.commit()
+        return None
+    cur = db.execute(sql, params)
+    try:
+        if last == INSERT:
+            return cur.lastrowid
+        if last == EXEC:
+            return None
+        rows = cur.fetchall()
+        if last == ALL:
+            return rows
+        first = rows[0] if rows else None
+        return first[0] if last == RETURNING else first  # type: ignore[index]
+    finally:
+        cur.close()
 
 
 # SQLAlchemy driver name -> (adapter, module to import, extra that installs it)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +19,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
-from .backends import Driver, driver_for
+from .backends import ALL, COMMIT, EXEC, INSERT, ONE, RETURNING, Driver, Row, Statement, driver_for
 from .config import PoolSettings, parse_url
 from .errors import DatabaseError, DbNexusError, PoolTimeout, ShardError
 from .statements import Compiler
@@ -34,14 +34,90 @@ _BORN = "dbnexus_born"
 
 
 class Connection:
-    """A connection borrowed from a :class:`Database`'s pool."""
+    """A connection borrowed from a :class:`Database`'s pool; statements go through it.
 
-    __slots__ = ("db", "fairy", "raw")
+    On drivers that can send several statements in one trip (aiomysql,
+    aiosqlite), BEGIN waits for the transaction's first statement, and in a
+    transaction begun with ``hold=True`` so do statements whose result nobody
+    reads (an UPDATE, audit rows): they travel with the next statement that
+    returns something, or with COMMIT. The database runs them in the same
+    order; an error in one surfaces there, before the transaction commits.
+    """
+
+    __slots__ = ("_held", "_holding", "db", "driver", "fairy", "raw")
 
     def __init__(self, db: Database, fairy: Any) -> None:
         self.db = db
         self.fairy = fairy
         self.raw = fairy.driver_connection
+        self.driver = db.driver
+        self._held: list[Statement] = []
+        self._holding = False
+
+    async def _send(self, last: str, sql: str, params: Sequence[Any]) -> Any:
+        held, self._held = self._held, []
+        return await self.driver.run(self.raw, held, last, sql, params)
+
+    async def fetch_one(self, sql: str, params: Sequence[Any]) -> Row | None:
+        if self._held:
+            return await self._send(ONE, sql, params)
+        return await self.driver.fetch_one(self.raw, sql, params)
+
+    async def fetch_all(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        if self._held:
+            return list(await self._send(ALL, sql, params))
+        return await self.driver.fetch_all(self.raw, sql, params)
+
+    async def insert(self, sql: str, params: Sequence[Any], returning: bool) -> Any:
+        """Run an INSERT of one row; return the new primary key."""
+        if self._held:
+            return await self._send(RETURNING if returning else INSERT, sql, params)
+        return await self.driver.insert(self.raw, sql, params, returning)
+
+    async def execute(self, sql: str, params: Sequence[Any]) -> None:
+        """Run a statement that returns no rows (held until needed, see the class)."""
+        if self._holding:
+            self._held.append((sql, params))
+        elif self._held:
+            await self._send(EXEC, sql, params)
+        else:
+            await self.driver.execute(self.raw, sql, params)
+
+    async def script(self, sql: str) -> None:
+        """Run a parameterless statement (SAVEPOINT ...) now."""
+        if self._held:
+            await self._send(EXEC, sql, ())
+        else:
+            await self.driver.execute_script(self.raw, sql)
+
+    async def begin(self, *, hold: bool = False) -> None:
+        """Open a transaction; ``hold``: statements without results may wait for COMMIT."""
+        if self.driver.pipelines:
+            self._held = [(self.driver.begin_sql, ())]
+            self._holding = hold
+        else:
+            await self.driver.begin(self.raw)
+
+    async def flush(self) -> None:
+        """Send what is held, without committing."""
+        self._holding = False
+        if self._held:
+            held, self._held = self._held, []
+            sql, params = held.pop()
+            await self.driver.run(self.raw, held, EXEC, sql, params)
+
+    async def commit(self) -> None:
+        self._holding = False
+        if self._held:
+            await self._send(COMMIT, "", ())
+        else:
+            await self.driver.commit(self.raw)
+
+    async def rollback(self) -> None:
+        """Roll back (and forget what is held: the database never saw it)."""
+        self._held = []
+        self._holding = False
+        await self.driver.rollback(self.raw)
 
 
 class Database:
@@ -72,6 +148,7 @@ class Database:
         self.ready = False
         self.shard_ops: Any = None  # the pool's dbnexus_shard_operations_total child
         self._idle: list[tuple[Connection, float]] = []  # LIFO: the warmest first
+        self._autoinc: tuple[int, int] | None = None
         self._waiting = 0
         self._closing = False
 
@@ -213,6 +290,17 @@ class Database:
             fairy.info[_BORN] = time.monotonic()
         return conn
 
+    async def autoinc(self, conn: Connection) -> tuple[int, int]:
+        """MySQL/MariaDB: ``innodb_autoinc_lock_mode`` and ``auto_increment_increment``
+        (read once)."""
+        if self._autoinc is None:
+            row = await conn.fetch_one(
+                "SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment", ()
+            )
+            assert row is not None
+            self._autoinc = (int(row[0]), int(row[1]))
+        return self._autoinc
+
     def _fresh(self, conn: Connection, since: float) -> bool:
         now = time.monotonic()
         s = self.settings
@@ -229,6 +317,11 @@ class Database:
         a caller is waiting there, or to be replaced.
         """
         self._in_use -= 1
+        if conn._held:
+            # statements left behind mean an operation was cut short: the state is unknown
+            conn._held = []
+            discard = True
+        conn._holding = False
         try:
             if discard or self._waiting or self._closing:
                 await self._give_back(conn, discard=discard)

@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from .audit import AUDIT_COLUMNS, audit_table, batch_values, insert_plan, record_id_text
+from .audit import (
+    AUDIT_COLUMNS,
+    audit_table,
+    batch_values,
+    insert_plan,
+    json_rows,
+    record_id_text,
+)
 from .entity import EntityInfo, entity_info
 from .errors import (
     ConfigError,
@@ -256,7 +263,7 @@ class DbSession:
 
     async def _script(self, conn: Connection, sql: str) -> None:
         try:
-            await conn.db.driver.execute_script(conn.raw, sql)
+            await conn.script(sql)
         except Exception as exc:
             raise conn.db.translate(exc) from exc
 
@@ -274,18 +281,17 @@ class DbSession:
     async def _finish(self, tx: _Tx, *, commit: bool) -> None:
         conn = tx.conn
         assert conn is not None
-        driver = conn.db.driver
         discard = False
         try:
             if commit:
-                await driver.commit(conn.raw)
+                await conn.commit()
             else:
-                await driver.rollback(conn.raw)
+                await conn.rollback()
         except BaseException as exc:
             discard = True
             if commit and isinstance(exc, Exception):
                 with contextlib.suppress(Exception):
-                    await driver.rollback(conn.raw)
+                    await conn.rollback()
                 tx.events.clear()
                 raise conn.db.translate(exc) from exc
             raise
@@ -305,7 +311,7 @@ class DbSession:
         if tx.conn is None:
             conn = await db.acquire()
             try:
-                await db.driver.begin(conn.raw)
+                await conn.begin()
             except BaseException as exc:
                 await db.release(conn, discard=True)
                 if isinstance(exc, Exception):
@@ -394,21 +400,20 @@ class DbSession:
         cache.begin_write(ckey)
         try:
             conn = await db.acquire()
-            driver = db.driver
             discard = True
             try:
                 if single:
                     result = await fn(conn)
                 else:
-                    await driver.begin(conn.raw)
+                    await conn.begin(hold=True)
                     result = await fn(conn)
-                    await driver.commit(conn.raw)
+                    await conn.commit()
                 discard = False
                 return result
             except BaseException as exc:
                 try:
                     if not single:
-                        await driver.rollback(conn.raw)
+                        await conn.rollback()
                     discard = not isinstance(exc, Exception)
                 except BaseException:
                     discard = True
@@ -447,9 +452,15 @@ class DbSession:
         try:
             for db, _, _ in jobs:
                 conns.append(await db.acquire())
-                await db.driver.begin(conns[-1].raw)
+                await conns[-1].begin(hold=True)
+
+            async def run(fn: Callable[..., Awaitable[Any]], conn: Connection) -> None:
+                await fn(conn)
+                # every statement has run before the first shard commits
+                await conn.flush()
+
             results = await asyncio.gather(
-                *[fn(conn) for (_, _, fn), conn in zip(jobs, conns, strict=True)],
+                *[run(fn, conn) for (_, _, fn), conn in zip(jobs, conns, strict=True)],
                 return_exceptions=True,
             )
             failed = [r for r in results if isinstance(r, BaseException)]
@@ -457,7 +468,7 @@ class DbSession:
                 raise failed[0]
             for i, conn in enumerate(conns):
                 try:
-                    await conn.db.driver.commit(conn.raw)
+                    await conn.commit()
                 except BaseException:
                     if i:
                         log.error(
@@ -470,7 +481,7 @@ class DbSession:
         except BaseException as exc:
             for conn in conns:
                 with contextlib.suppress(BaseException):
-                    await conn.db.driver.rollback(conn.raw)
+                    await conn.rollback()
             discard = not isinstance(exc, Exception)
             if isinstance(exc, DbNexusError) or not isinstance(exc, Exception):
                 raise
@@ -582,7 +593,7 @@ class DbSession:
     ) -> None:
         plan = insert_plan(conn.db.compiler)
         values = self._audit_values(action, table, record_id, "ok", changes, tags)
-        await conn.db.driver.execute(conn.raw, plan.sql, plan.params(values))
+        await conn.execute(plan.sql, plan.params(values))
 
     async def _audit_many(
         self,
@@ -594,10 +605,15 @@ class DbSession:
     ) -> None:
         db = conn.db
         template = self._audit_values(action, table, None, "ok", None, tags)
+        rows = json_rows(db.compiler)
+        if rows is not None:
+            for chunk in _chunks(records, rows.CHUNK):
+                await conn.execute(rows.sql, rows.params(template, chunk))
+            return
         for chunk in _chunks(records, db.max_rows(len(AUDIT_COLUMNS))):
             plan = db.compiler.insert_many(audit_table, AUDIT_COLUMNS, len(chunk), None)
             values = batch_values(db.compiler, template, chunk)
-            await db.driver.execute(conn.raw, plan.sql, plan.ordered(values))
+            await conn.execute(plan.sql, plan.ordered(values))
 
     async def _audit_alone(
         self,
@@ -629,9 +645,9 @@ class DbSession:
             discard = True
             try:
                 # its own transaction: SQLite's driver would otherwise leave one open
-                await db.driver.begin(conn.raw)
-                await db.driver.execute(conn.raw, plan.sql, plan.params(values))
-                await db.driver.commit(conn.raw)
+                await conn.begin(hold=True)
+                await conn.execute(plan.sql, plan.params(values))
+                await conn.commit()
                 discard = False
             finally:
                 await db.release(conn, discard=discard)
@@ -751,7 +767,7 @@ class DbSession:
         by_pk = plan.by_pk
 
         async def fetch(conn: Connection) -> Any:
-            return await db.driver.fetch_one(conn.raw, by_pk.sql, by_pk.params((id,)))
+            return await conn.fetch_one(by_pk.sql, by_pk.params((id,)))
 
         row = await self._read(db, fetch)
         if row is None:
@@ -941,7 +957,7 @@ class DbSession:
         decode = db.compiler.entity(info).decode
 
         async def fetch(conn: Connection) -> list[tuple[Any, ...]]:
-            raw = await db.driver.fetch_all(conn.raw, plan.sql, plan.params(values))
+            raw = await conn.fetch_all(plan.sql, plan.params(values))
             return [decode(r) for r in raw]
 
         rows = await self._read(db, fetch)
@@ -1010,7 +1026,7 @@ class DbSession:
         plan = db.compiler.count(info, wshape, include_deleted=include_deleted)
 
         async def fetch(conn: Connection) -> int:
-            row = await db.driver.fetch_one(conn.raw, plan.sql, plan.params(values))
+            row = await conn.fetch_one(plan.sql, plan.params(values))
             return int(row[0]) if row is not None else 0
 
         n = await self._read(db, fetch)
@@ -1055,12 +1071,12 @@ class DbSession:
             )
 
             async def work(conn: Connection) -> Any:
-                row = await db.driver.fetch_one(conn.raw, audited, stmt.params(values) + audit)
+                row = await conn.fetch_one(audited, stmt.params(values) + audit)
                 values[plan.pk_index] = pk if pk is not None else int(row[0])  # type: ignore[index]
         else:
 
             async def work(conn: Connection) -> Any:
-                new_pk = await db.driver.insert(conn.raw, stmt.sql, stmt.params(values), returning)
+                new_pk = await conn.insert(stmt.sql, stmt.params(values), returning)
                 if pk is not None:
                     new_pk = pk
                 values[plan.pk_index] = new_pk
@@ -1161,11 +1177,7 @@ class DbSession:
         pg = plan.audited_update
         if pg is not None and action == UPDATE:
             return await self._update_row_pg(conn, info, plan, pg, pk, values, tags)
-        driver = conn.db.driver
-        row = await driver.fetch_one(
-            conn.raw, plan.by_pk_for_update.sql, plan.by_pk_for_update.params((pk,))
-        )
-        old = plan.decode(row) if row is not None else None
+        old = await _lock_row(conn, plan, pk)
         if old is None or (
             info.soft_delete and action == UPDATE and old[info.deleted_index] is not None
         ):
@@ -1176,7 +1188,7 @@ class DbSession:
             for n, (a, b) in _diff(info, old, values).items()
         }
         upd = plan.update_by_pk
-        await driver.execute(conn.raw, upd.sql, upd.params([*values, pk]))
+        await conn.execute(upd.sql, upd.params([*values, pk]))
         await self._audit_in(conn, action, info.table_name, pk, changes, tags)
         return old
 
@@ -1212,34 +1224,20 @@ class DbSession:
         old_values: list[Any] = []
 
         async def work(conn: Connection) -> None:
-            driver = db.driver
-            raw = conn.raw
             if info.soft_delete and not purge:
-                row = await driver.fetch_one(
-                    raw, plan.by_pk_for_update.sql, plan.by_pk_for_update.params((id,))
-                )
-                old = plan.decode(row) if row is not None else None
+                old = await _lock_row(conn, plan, id)
                 if old is None or old[info.deleted_index] is not None:
                     raise NotFound(table, id)
                 new = list(old)
                 new[info.deleted_index] = utcnow()
-                await driver.execute(
-                    raw, plan.update_by_pk.sql, plan.update_by_pk.params([*new, id])
-                )
+                await conn.execute(plan.update_by_pk.sql, plan.update_by_pk.params([*new, id]))
             elif plan.delete_returning:
-                row = await driver.fetch_one(
-                    raw, plan.delete_by_pk.sql, plan.delete_by_pk.params((id,))
-                )
+                row = await conn.fetch_one(plan.delete_by_pk.sql, plan.delete_by_pk.params((id,)))
                 old = plan.decode(row) if row is not None else None
             else:
-                row = await driver.fetch_one(
-                    raw, plan.by_pk_for_update.sql, plan.by_pk_for_update.params((id,))
-                )
-                old = plan.decode(row) if row is not None else None
+                old = await _lock_row(conn, plan, id)
                 if old is not None:
-                    await driver.execute(
-                        raw, plan.delete_by_pk.sql, plan.delete_by_pk.params((id,))
-                    )
+                    await conn.execute(plan.delete_by_pk.sql, plan.delete_by_pk.params((id,)))
             if old is None:
                 raise NotFound(table, id)
             old_values.extend(old)
@@ -1322,7 +1320,13 @@ class DbSession:
         pg = db.dialect.name == "postgresql"
 
         async def work(conn: Connection) -> None:
-            driver = db.driver
+            step = None
+            if auto and db.dialect.name == "mysql":
+                lock_mode, increment = await db.autoinc(conn)
+                # InnoDB gives the rows of one multi-row INSERT keys `increment` apart in
+                # lock modes 0 and 1; MariaDB returns them otherwise (MySQL cannot: see docs)
+                if lock_mode <= 1 or not returning:
+                    step = increment
             for group, names in ((auto, auto_names), (given, info.names)):
                 if not group:
                     continue
@@ -1330,27 +1334,23 @@ class DbSession:
                     await self._insert_rows_pg(conn, info, group, names, tags, pk_i, group is auto)
                     continue
                 idx = [info.names.index(n) for n in names]
+                keys = group is auto and step is None
                 for chunk in _chunks(group, db.max_rows(len(names))):
                     stmt = db.compiler.insert_many(
-                        info.table,
-                        names,
-                        len(chunk),
-                        pk_col if returning and group is auto else None,
+                        info.table, names, len(chunk), pk_col if keys else None
                     )
                     flat = [r[i] for r in chunk for i in idx]
                     if group is not auto:
-                        await driver.execute(conn.raw, stmt.sql, stmt.params(flat))
-                    elif returning:
-                        got = await driver.fetch_all(conn.raw, stmt.sql, stmt.params(flat))
+                        await conn.execute(stmt.sql, stmt.params(flat))
+                    elif keys:
+                        got = await conn.fetch_all(stmt.sql, stmt.params(flat))
                         # one statement assigns ascending ids in VALUES order
                         for r, pk in zip(chunk, sorted(g[0] for g in got), strict=True):
                             r[pk_i] = pk
                     else:
-                        first = await driver.insert(conn.raw, stmt.sql, stmt.params(flat), False)
-                        # InnoDB gives one multi-row INSERT consecutive ids
-                        # (innodb_autoinc_lock_mode 0 or 1)
+                        first = await conn.insert(stmt.sql, stmt.params(flat), False)
                         for k, r in enumerate(chunk):
-                            r[pk_i] = first + k
+                            r[pk_i] = first + k * step  # type: ignore[operator]
                 await self._audit_many(
                     conn,
                     INSERT,
@@ -1377,7 +1377,7 @@ class DbSession:
         # the same for every row of the batch; the database renders each row's changes
         audit = self._audit_params(db, stmt.AUDIT_PARAMS, INSERT, info.table_name, None, None, tags)
         for chunk in _chunks(group, 5000):
-            got = await db.driver.fetch_one(conn.raw, stmt.sql, stmt.params(chunk, audit))
+            got = await conn.fetch_one(stmt.sql, stmt.params(chunk, audit))
             if auto:
                 # one statement assigns ascending ids in row order
                 for r, pk in zip(chunk, got[0], strict=True):  # type: ignore[index]
@@ -1405,10 +1405,7 @@ class DbSession:
         result: list[Any] = []
 
         async def work(conn: Connection) -> None:
-            row = await db.driver.fetch_one(
-                conn.raw, plan.by_pk_for_update.sql, plan.by_pk_for_update.params((id,))
-            )
-            old = plan.decode(row) if row is not None else None
+            old = await _lock_row(conn, plan, id)
             if old is None or old[info.deleted_index] is None:
                 raise NotFound(table, id)
             values = list(old)
@@ -1523,7 +1520,6 @@ class DbSession:
 
         async def work(conn: Connection) -> None:
             db = conn.db
-            driver = db.driver
             compiler = db.compiler
             plan = compiler.entity(info)
             select = compiler.cached(
@@ -1531,8 +1527,7 @@ class DbSession:
                 lambda: select_statement(info, wshape, (), for_update=True),
             )
             rows = [
-                plan.decode(r)
-                for r in await driver.fetch_all(conn.raw, select.sql, select.params(wvalues))
+                plan.decode(r) for r in await conn.fetch_all(select.sql, select.params(wvalues))
             ]
             pk_i = plan.pk_index
             records = []
@@ -1542,7 +1537,7 @@ class DbSession:
                     stmt = compiler.cached(
                         ("delete_in", info, n), functools.partial(_delete_in, info, n)
                     )
-                    await driver.execute(conn.raw, stmt.sql, stmt.params([r[pk_i] for r in chunk]))
+                    await conn.execute(stmt.sql, stmt.params([r[pk_i] for r in chunk]))
                 for old in rows:
                     records.append((old[pk_i], info.audit_row(old)))
                     done.append((old[pk_i], old, None))
@@ -1552,7 +1547,7 @@ class DbSession:
                     new = change(old)
                     if info.timestamps and not soft:
                         new[info.updated_index] = now
-                    await driver.execute(conn.raw, upd.sql, upd.params([*new, old[pk_i]]))
+                    await conn.execute(upd.sql, upd.params([*new, old[pk_i]]))
                     if soft:
                         # a soft delete is audited like delete(): the old values
                         changes: Any = info.audit_row(old)
@@ -1770,9 +1765,7 @@ class DbSession:
         audit = self._audit_params(
             conn.db, pg.AUDIT_PARAMS, UPDATE, info.table_name, pk, None, tags
         )
-        row = await conn.db.driver.fetch_one(
-            conn.raw, pg.sql, pg.params(values, pk, new_json, audit)
-        )
+        row = await conn.fetch_one(pg.sql, pg.params(values, pk, new_json, audit))
         if row is None:
             raise NotFound(info.table_name, pk)
         old = plan.decode(row)
@@ -1839,6 +1832,13 @@ def _delete_in(info: EntityInfo, n: int) -> Any:
     return sa.delete(info.table).where(
         pk.in_([sa.bindparam(f"p{i}", type_=pk.type) for i in range(n)])
     )
+
+
+async def _lock_row(conn: Connection, plan: Any, pk: Any) -> tuple[Any, ...] | None:
+    """The row with key ``pk``, locked until the transaction ends (None if there is none)."""
+    stmt = plan.by_pk_for_update
+    row = await conn.fetch_one(stmt.sql, stmt.params((pk,)))
+    return None if row is None else plan.decode(row)
 
 
 def _diff(info: EntityInfo, old: Sequence[Any], new: Sequence[Any]) -> dict[str, tuple[Any, Any]]:

@@ -1,0 +1,142 @@
+"""Writes in few trips: held statements, several statements per query, batch keys.
+
+On aiomysql and aiosqlite, statements whose result nobody reads wait and go to
+the database with the next one (see ``dbnexus.database.Connection``). These
+tests check that an error in a held statement still undoes the whole write,
+that the connection is clean afterwards, and that values stay values.
+"""
+
+import itertools
+
+import pytest
+from test_core_support import make_user, users
+
+from dbnexus import IntegrityError, entity_info
+
+pytestmark = pytest.mark.backend
+
+
+def only_database(pool):
+    (db,) = pool.databases.values()
+    return db
+
+
+async def test_a_failing_held_update_undoes_the_write_and_the_connection_stays_usable(
+    make_pool, unique
+):
+    User = make_user(unique("users"))
+    table = entity_info(User).table_name
+    pool = await make_pool(User, max_connections=1)
+    async with pool.session("alice") as s:
+        a, b = await User.insert_batch(s, users(User, 2))
+        b.email, b.age = a.email, 99
+        with pytest.raises(IntegrityError):
+            await User.update(s, b)
+        # the same (only) connection runs the next statements, and they see no leftovers
+        got = await User.find_by_id(s, b.id)
+        assert (got.email, got.age) == ("u1@example.com", 21)
+        b.email = "fresh@example.com"
+        await User.update(s, b)
+        assert (await User.find_by_id(s, b.id)).email == "fresh@example.com"
+    records = await pool.audit_log(table=table, action="update")
+    assert [(r.outcome, r.record_id) for r in records] == [("ok", str(b.id)), ("error", str(b.id))]
+    assert records[0].changes == {"email": ["u1@example.com", "fresh@example.com"], "age": [21, 99]}
+
+
+async def test_a_failing_bulk_update_writes_nothing(make_pool, unique):
+    User = make_user(unique("users"))
+    table = entity_info(User).table_name
+    pool = await make_pool(User, max_connections=1)
+    async with pool.session("alice") as s:
+        await User.insert_batch(s, users(User, 3))
+        # the second row's UPDATE breaks the unique email: the first must not stay
+        with pytest.raises(IntegrityError):
+            await User.update_where(s, {"age__gte": 21}, {"email": "same@example.com"})
+        assert sorted(u.email for u in await User.find_all(s)) == [
+            f"u{k}@example.com" for k in range(3)
+        ]
+        assert await User.update_where(s, {"age": 22}, {"name": "changed"}) == 1
+    assert [r.outcome for r in await pool.audit_log(table=table, action="update")] == [
+        "ok",
+        "error",
+    ]
+
+
+async def test_sql_in_values_of_held_statements_stays_data(make_pool, unique):
+    User = make_user(unique("users"))
+    pool = await make_pool(User)
+    nasty = [
+        "a'; DELETE FROM users; --",
+        'b"); DROP TABLE x; #',
+        "c\\'; SELECT 1; -- %s %% ?",
+        "d;\nCOMMIT;\nROLLBACK",
+    ]
+    async with pool.session("alice") as s:
+        made = await User.insert_batch(s, users(User, len(nasty)))
+        for u, name in zip(made, nasty, strict=True):
+            u.name = name
+        await User.update_batch(s, made)
+        assert await User.update_where(s, {"name": nasty[0]}, {"age": 7}) == 1
+        got = {u.id: (u.name, u.age) for u in await User.find_all(s)}
+    assert len(got) == len(nasty)
+    assert sorted(name for name, _ in got.values()) == sorted(nasty)
+    assert got[made[0].id] == (nasty[0], 7)
+
+
+async def test_both_forms_of_batch_audit_rows_record_the_same(make_pool, unique):
+    """MySQL 8 and MariaDB 10.6+ send a batch's audit rows as one JSON_TABLE document;
+    older servers (and the other databases) send VALUES: both record the same rows."""
+    User = make_user(unique("users"))
+    table = entity_info(User).table_name
+    pool = await make_pool(User)
+    compiler = only_database(pool).compiler
+    seen = []
+    for json_table in sorted({compiler.json_table, False}):
+        compiler.json_table = json_table
+        prefix = f"j{int(json_table)}"
+        async with pool.session("alice", tags=["bulk"]) as s:
+            made = await User.insert_batch(s, users(User, 3, prefix))
+            await User.update_where(s, {"name": f"{prefix}1"}, {"age": 70})
+        records = [
+            r for r in await pool.audit_log(table=table) if r.record_id in {str(u.id) for u in made}
+        ]
+        by_id = {u.id: u for u in made}
+        for r in records:
+            u = by_id[int(r.record_id)]
+            assert (r.user_id, r.outcome, r.tags) == ("alice", "ok", ["bulk"])
+            if r.action == "insert":
+                assert r.changes == {"id": u.id, "name": u.name, "email": u.email, "age": u.age}
+            else:
+                assert r.changes == {"age": [21, 70]} and u.name == f"{prefix}1"
+        seen.append(sorted(r.action for r in records))
+    assert all(actions == ["insert", "insert", "insert", "update"] for actions in seen)
+
+
+async def test_batch_keys_follow_the_servers_auto_increment(make_pool, unique, backend):
+    if backend != "mysql":
+        pytest.skip("auto_increment_increment and innodb_autoinc_lock_mode are MySQL's")
+    User = make_user(unique("users"))
+    pool = await make_pool(User, max_connections=1)
+    db = only_database(pool)
+    conn = await db.acquire()
+    try:
+        await conn.execute("SET SESSION auto_increment_increment = 3", ())
+    finally:
+        await db.release(conn)
+    db._autoinc = None  # read the settings again, from the one connection just changed
+
+    async def check(prefix):
+        async with pool.session("alice") as s:
+            made = await User.insert_batch(s, users(User, 5, prefix))
+            for u in made:
+                assert (await User.find_by_id(s, u.id)).email == u.email
+        return [u.id for u in made]
+
+    ids = await check("step")
+    assert [b - a for a, b in itertools.pairwise(ids)] == [3] * 4
+    if db.compiler.entity(entity_info(User)).insert_returning:
+        # innodb_autoinc_lock_mode is read-only while the server runs: lock mode 2
+        # ("interleaved") is taken as read, so that MariaDB's RETURNING path runs
+        db._autoinc = (2, 3)
+        ids = await check("returned")
+        assert ids == sorted(ids) and len(set(ids)) == 5
