@@ -211,7 +211,6 @@ class AiomysqlDriver(Driver):
 
 class AiosqliteDriver(Driver):
     name = "aiosqlite"
-    pipelines = True
     # IMMEDIATE takes the write lock up front: a deferred transaction that
     # later writes can fail with "database is locked" without waiting
     begin_sql = "BEGIN IMMEDIATE"
@@ -219,6 +218,11 @@ class AiosqliteDriver(Driver):
     def __init__(self) -> None:
         import sqlite3
 
+        import aiosqlite
+
+        # run() queues a function for aiosqlite's thread as its own methods do
+        # (Connection._execute); without it, one trip per statement
+        self.pipelines = callable(getattr(aiosqlite.Connection, "_execute", None))
         self._integrity = sqlite3.IntegrityError
         self._errors = (sqlite3.Error, ValueError)
 

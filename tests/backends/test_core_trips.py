@@ -21,12 +21,26 @@ def only_database(pool):
     return db
 
 
+@pytest.fixture(params=["pipelined", "one trip per statement"])
+def trips(request):
+    """Run a test with statements held where the driver can, and with every one sent alone
+    (what a driver without several statements per trip does)."""
+    return request.param
+
+
+def set_trips(pool, trips):
+    db = only_database(pool)
+    if trips != "pipelined":
+        db.driver.pipelines = False
+
+
 async def test_a_failing_held_update_undoes_the_write_and_the_connection_stays_usable(
-    make_pool, unique
+    make_pool, unique, trips
 ):
     User = make_user(unique("users"))
     table = entity_info(User).table_name
     pool = await make_pool(User, max_connections=1)
+    set_trips(pool, trips)
     async with pool.session("alice") as s:
         a, b = await User.insert_batch(s, users(User, 2))
         b.email, b.age = a.email, 99
@@ -43,10 +57,11 @@ async def test_a_failing_held_update_undoes_the_write_and_the_connection_stays_u
     assert records[0].changes == {"email": ["u1@example.com", "fresh@example.com"], "age": [21, 99]}
 
 
-async def test_a_failing_bulk_update_writes_nothing(make_pool, unique):
+async def test_a_failing_bulk_update_writes_nothing(make_pool, unique, trips):
     User = make_user(unique("users"))
     table = entity_info(User).table_name
     pool = await make_pool(User, max_connections=1)
+    set_trips(pool, trips)
     async with pool.session("alice") as s:
         await User.insert_batch(s, users(User, 3))
         # the second row's UPDATE breaks the unique email: the first must not stay
@@ -62,9 +77,10 @@ async def test_a_failing_bulk_update_writes_nothing(make_pool, unique):
     ]
 
 
-async def test_sql_in_values_of_held_statements_stays_data(make_pool, unique):
+async def test_sql_in_values_of_held_statements_stays_data(make_pool, unique, trips):
     User = make_user(unique("users"))
     pool = await make_pool(User)
+    set_trips(pool, trips)
     nasty = [
         "a'; DELETE FROM users; --",
         'b"); DROP TABLE x; #',
