@@ -42,9 +42,15 @@ class Connection:
     reads (an UPDATE, audit rows): they travel with the next statement that
     returns something, or with COMMIT. The database runs them in the same
     order; an error in one surfaces there, before the transaction commits.
+    Held statements go out once they hold ``HOLD_LIMIT`` parameters, so one
+    query stays far below the server's packet limit (``update_where`` over many
+    rows holds an UPDATE per row).
     """
 
-    __slots__ = ("_held", "_holding", "db", "driver", "fairy", "raw")
+    __slots__ = ("_held", "_holding", "_weight", "db", "driver", "fairy", "raw")
+
+    #: held parameters (plus one per statement) that make the held statements go out
+    HOLD_LIMIT = 2000
 
     def __init__(self, db: Database, fairy: Any) -> None:
         self.db = db
@@ -53,10 +59,14 @@ class Connection:
         self.driver = db.driver
         self._held: list[Statement] = []
         self._holding = False
+        self._weight = 0
+
+    def _take(self) -> list[Statement]:
+        held, self._held, self._weight = self._held, [], 0
+        return held
 
     async def _send(self, last: str, sql: str, params: Sequence[Any]) -> Any:
-        held, self._held = self._held, []
-        return await self.driver.run(self.raw, held, last, sql, params)
+        return await self.driver.run(self.raw, self._take(), last, sql, params)
 
     async def fetch_one(self, sql: str, params: Sequence[Any]) -> Row | None:
         if self._held:
@@ -78,6 +88,9 @@ class Connection:
         """Run a statement that returns no rows (held until needed, see the class)."""
         if self._holding:
             self._held.append((sql, params))
+            self._weight += len(params) + 1
+            if self._weight >= self.HOLD_LIMIT:
+                await self.flush()
         elif self._held:
             await self._send(EXEC, sql, params)
         else:
@@ -100,9 +113,8 @@ class Connection:
 
     async def flush(self) -> None:
         """Send what is held, without committing."""
-        self._holding = False
         if self._held:
-            held, self._held = self._held, []
+            held = self._take()
             sql, params = held.pop()
             await self.driver.run(self.raw, held, EXEC, sql, params)
 
@@ -115,7 +127,7 @@ class Connection:
 
     async def rollback(self) -> None:
         """Roll back (and forget what is held: the database never saw it)."""
-        self._held = []
+        self._take()
         self._holding = False
         await self.driver.rollback(self.raw)
 
@@ -317,9 +329,8 @@ class Database:
         a caller is waiting there, or to be replaced.
         """
         self._in_use -= 1
-        if conn._held:
+        if conn._take():
             # statements left behind mean an operation was cut short: the state is unknown
-            conn._held = []
             discard = True
         conn._holding = False
         try:

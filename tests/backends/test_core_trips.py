@@ -156,3 +156,30 @@ async def test_batch_keys_follow_the_servers_auto_increment(make_pool, unique, b
         db._autoinc = (2, 3)
         ids = await check("returned")
         assert ids == sorted(ids) and len(set(ids)) == 5
+
+
+async def test_held_statements_go_out_in_bounded_trips_within_one_transaction(
+    make_pool, unique, monkeypatch
+):
+    """Held statements go out once they hold ``HOLD_LIMIT`` parameters; what went out
+    early is still undone when a later statement of the same write fails."""
+    from dbnexus.database import Connection
+
+    User = make_user(unique("users"))
+    table = entity_info(User).table_name
+    pool = await make_pool(User, max_connections=1)
+    async with pool.session("alice") as s:
+        await User.insert_batch(s, users(User, 30))
+        monkeypatch.setattr(Connection, "HOLD_LIMIT", 8)
+        assert await User.update_where(s, {"age__gte": 20}, {"name": "renamed"}) == 30
+        assert {u.name for u in await User.find_all(s)} == {"renamed"}
+        # every held statement goes out at once: the first row's UPDATE has run when
+        # the second one breaks the unique email
+        monkeypatch.setattr(Connection, "HOLD_LIMIT", 1)
+        with pytest.raises(IntegrityError):
+            await User.update_where(s, {"age__gte": 20}, {"email": "same@example.com"})
+        assert sorted(u.email for u in await User.find_all(s)) == sorted(
+            f"u{k}@example.com" for k in range(30)
+        )
+    updates = await pool.audit_log(table=table, action="update", limit=None)
+    assert sorted(r.outcome for r in updates) == ["error"] + ["ok"] * 30
