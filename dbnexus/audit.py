@@ -96,6 +96,10 @@ _RECORD_ID = AUDIT_COLUMNS.index("record_id")
 _CHANGES = AUDIT_COLUMNS.index("changes")
 
 
+def _processed(values: Iterable[Any], procs: Iterable[Any]) -> list[Any]:
+    return [v if p is None or v is None else p(v) for v, p in zip(values, procs, strict=True)]
+
+
 def batch_values(
     compiler: Any, template: Sequence[Any], records: Iterable[tuple[Any, Any]]
 ) -> list[Any]:
@@ -106,7 +110,7 @@ def batch_values(
     The shared values go through their bind processors once, not once per row.
     """
     procs = compiler.bind_processors(audit_table, AUDIT_COLUMNS)
-    row = [v if p is None or v is None else p(v) for v, p in zip(template, procs, strict=True)]
+    row = _processed(template, procs)
     as_text, dump = procs[_RECORD_ID], procs[_CHANGES]
     out: list[Any] = []
     for record_id, changes in records:
@@ -149,12 +153,8 @@ class JsonAuditRows:
 
     def params(self, template: Sequence[Any], records: Iterable[tuple[Any, Any]]) -> list[Any]:
         """Parameters for audit rows like ``template`` with these ``(record_id, changes)``."""
-        shared = [
-            v if p is None or v is None else p(v)
-            for v, p in zip((template[i] for i in self._SHARED), self.procs, strict=True)
-        ]
-        rows = json.dumps([[record_id_text(r), c] for r, c in records])
-        return [*shared, rows]
+        shared = _processed([template[i] for i in self._SHARED], self.procs)
+        return [*shared, json.dumps([[record_id_text(r), c] for r, c in records])]
 
 
 def json_rows(compiler: Any) -> JsonAuditRows | None:

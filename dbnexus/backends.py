@@ -134,39 +134,18 @@ class AiomysqlDriver(Driver):
         # a REPEATABLE READ snapshot that would outlive the operation
         await conn.autocommit(True)
 
+    # one statement is a run of one: rendered and read the same way
     async def fetch_one(self, conn: Any, sql: str, params: Sequence[Any]) -> Row | None:
-        cur = await conn.cursor()
-        try:
-            await cur.execute(sql, params)
-            return await cur.fetchone()
-        finally:
-            await cur.close()
+        return await self.run(conn, (), ONE, sql, params)
 
     async def fetch_all(self, conn: Any, sql: str, params: Sequence[Any]) -> list[Row]:
-        cur = await conn.cursor()
-        try:
-            await cur.execute(sql, params)
-            return list(await cur.fetchall())
-        finally:
-            await cur.close()
+        return await self.run(conn, (), ALL, sql, params)
 
     async def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> None:
-        cur = await conn.cursor()
-        try:
-            await cur.execute(sql, params or None)
-        finally:
-            await cur.close()
+        await self.run(conn, (), EXEC, sql, params)
 
     async def insert(self, conn: Any, sql: str, params: Sequence[Any], returning: bool) -> Any:
-        cur = await conn.cursor()
-        try:
-            await cur.execute(sql, params)
-            if returning:
-                row = await cur.fetchone()
-                return row[0]
-            return cur.lastrowid
-        finally:
-            await cur.close()
+        return await self.run(conn, (), RETURNING if returning else INSERT, sql, params)
 
     async def run(
         self, conn: Any, before: Sequence[Statement], last: str, sql: str, params: Sequence[Any]
@@ -177,7 +156,9 @@ class AiomysqlDriver(Driver):
             # rendered with its own parameters exactly as cursor.execute renders it
             if last == COMMIT:
                 sql, params = "COMMIT", ()
-            text = ";\n".join(cur.mogrify(s, tuple(p)) for s, p in (*before, (sql, params)))
+            text = cur.mogrify(sql, tuple(params))
+            if before:
+                text = ";\n".join([*(cur.mogrify(s, tuple(p)) for s, p in before), text])
             await cur.execute(text)
             for _ in before:
                 await cur.nextset()
