@@ -171,11 +171,7 @@ async def run_backend(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     backend = backend_for(name, workdir)
-    admin = Admin(backend)
-    await admin.open()
-    if not await admin.try_lock():
-        await admin.close()
-        raise RuntimeError("another benchmark run is using this database; run one at a time")
+    admin = await locked_admin(backend)
     server = await admin.server_version()
     log(f"{name}: {server}")
     tables_before = await admin.table_names()
@@ -221,17 +217,7 @@ async def run_backend(
                 await impl.teardown()
             except Exception:
                 log(f"  {impl.key}: teardown failed:\n{traceback.format_exc()}")
-        created = (await admin.table_names()) - tables_before
-        for table in sorted(created):
-            if table.startswith("bench_") or table == AUDIT_TABLE:
-                await admin.drop_table(table)
-        if AUDIT_TABLE in tables_before:  # not ours to drop: remove only our rows
-            ours = ", ".join(f"'{t}'" for t in dict.fromkeys(i.table for i in impls))
-            if ours:
-                await admin.execute(f"DELETE FROM {AUDIT_TABLE} WHERE table_name IN ({ours})")
-                await admin.analyze(AUDIT_TABLE)
-        for table in dict.fromkeys(i.table for i in impls):
-            await admin.drop_table(table)
+        await clean_up(admin, tables_before, [i.table for i in impls])
         if shardset is not None:
             await shardset.drop(admin)
         await admin.close()
@@ -242,6 +228,31 @@ async def run_backend(
         "seconds": round(time.perf_counter() - started, 2),
         "cases": rows,
     }
+
+
+async def locked_admin(backend: Backend) -> Admin:
+    """An open :class:`Admin` holding the run lock; RuntimeError if another run has it."""
+    admin = Admin(backend)
+    await admin.open()
+    if not await admin.try_lock():
+        await admin.close()
+        raise RuntimeError("another benchmark run is using this database; run one at a time")
+    return admin
+
+
+async def clean_up(admin: Admin, tables_before: set[str], tables: Sequence[str]) -> None:
+    """Drop the ``bench_`` tables (and the audit table) a run created and ``tables``;
+    from an audit table that was there before, delete only the rows about ``tables``."""
+    created = (await admin.table_names()) - tables_before
+    for table in sorted(created):
+        if table.startswith("bench_") or table == AUDIT_TABLE:
+            await admin.drop_table(table)
+    ours = ", ".join(f"'{t}'" for t in dict.fromkeys(tables))
+    if AUDIT_TABLE in tables_before and ours:  # not ours to drop: remove only our rows
+        await admin.execute(f"DELETE FROM {AUDIT_TABLE} WHERE table_name IN ({ours})")
+        await admin.analyze(AUDIT_TABLE)
+    for table in dict.fromkeys(tables):
+        await admin.drop_table(table)
 
 
 async def make_shards(

@@ -1,0 +1,270 @@
+"""Where a PostgreSQL ``insert_batch(100)`` spends its time: ``python -m benchmarks.batch_profile``.
+
+Case 5 of the suite gives the totals; this splits dbnexus's figure. Every part is
+measured in the same run, interleaved call by call (A B C D E A B C D E ...), so a
+slow spell of the machine touches each alike:
+
+- ``raw``: the suite's raw column, asyncpg ``executemany`` in a transaction;
+- ``dbnexus``: the suite's dbnexus column (permissions, audit and metrics on);
+- ``statement``: the one statement dbnexus sends for the batch (the rows and their
+  audit rows), built by dbnexus's own compiler and sent from a bare asyncpg
+  connection with the same kind of parameters. ``dbnexus - statement`` is what
+  dbnexus does in Python around it, building the benchmark's 100 objects included;
+- ``raw`` and ``statement`` again on a connection with ``synchronous_commit=off``: the
+  difference is the time spent waiting for the commit's WAL flush (a setting of that
+  profiling connection only; dbnexus never changes it);
+- the 100 objects the dbnexus column builds per call, alone (CPU only);
+- a ``SELECT 1``: the round trip every statement pays.
+
+Then ``EXPLAIN (ANALYZE, WAL)`` of the statement, repeated, splits the server's
+executor time and WAL between the rows' INSERT and the audit rows' INSERT.
+
+It uses the suite's server (``DBNEXUS_TEST_POSTGRES_URL``), tables and lock, seeds the
+tables the same way and drops them afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.backends import COLUMNS, backend_for
+from benchmarks.common import BATCH_SIZE, Dataset, RowMaker, seed_rows
+from benchmarks.impl_dbnexus import TABLE, USER, BenchUser, DbnexusImpl
+from benchmarks.impl_raw import RawPostgres
+from benchmarks.report import fmt_rate, fmt_us
+from benchmarks.run import AUDIT_TABLE, clean_up, locked_admin, log
+from dbnexus.audit import AUDIT_COLUMNS, insert_plan
+from dbnexus.entity import entity_info
+
+__all__ = ["main"]
+
+SETTINGS = ("synchronous_commit", "wal_sync_method", "full_page_writes", "shared_buffers")
+
+
+def median_us(values: Sequence[float]) -> float:
+    return statistics.median(values) * 1e6
+
+
+class Statement:
+    """dbnexus's batch statement for ``BenchUser``, sent from a bare asyncpg connection."""
+
+    def __init__(self, pool: Any) -> None:
+        db = next(iter(pool.databases.values()))
+        info = entity_info(BenchUser)
+        pk = info.pk.name
+        if info.names != (pk, *COLUMNS):
+            raise RuntimeError(f"BenchUser's columns are {info.names}, expected id + {COLUMNS}")
+        self.plan = db.compiler.pg_batch_insert(info, COLUMNS)
+        values = {
+            "ts": dt.datetime.now(dt.UTC),
+            "user_id": USER,
+            "domain": None,
+            "action": "insert",
+            "table_name": TABLE,
+            "record_id": None,
+            "outcome": "ok",
+            "changes": None,
+            "tags": [],
+        }
+        processed = insert_plan(db.compiler).params([values[c] for c in AUDIT_COLUMNS])
+        self.audit = [processed[i] for i in self.plan.AUDIT_PARAMS]
+        self.sql = self.plan.sql
+
+    def params(self, rows: list[tuple[Any, ...]]) -> list[Any]:
+        return self.plan.params([(None, *r) for r in rows], self.audit)
+
+
+def timed(fn: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[float]]:
+    async def run() -> float:
+        t0 = time.perf_counter()
+        await fn()
+        return time.perf_counter() - t0
+
+    return run
+
+
+async def explain(conn: Any, stmt: Statement, rows: RowMaker, times: int) -> dict[str, Any]:
+    """Medians over ``times`` runs of EXPLAIN ANALYZE: executor µs and WAL per INSERT."""
+    per_table: dict[str, dict[str, list[float]]] = {}
+    total: list[float] = []
+    for _ in range(times):
+        doc = await conn.fetchval(
+            "EXPLAIN (ANALYZE, WAL, FORMAT JSON) " + stmt.sql, *stmt.params(rows.rows(BATCH_SIZE))
+        )
+        plan = json.loads(doc)[0]
+        total.append(plan["Execution Time"] * 1e3)
+        stack = [plan["Plan"]]
+        while stack:
+            node = stack.pop()
+            stack += node.get("Plans", [])
+            if node["Node Type"] == "ModifyTable" and node.get("Operation") == "Insert":
+                got = per_table.setdefault(node["Relation Name"], {})
+                for key, value in (
+                    ("us", node["Actual Total Time"] * 1e3),
+                    ("wal_records", node["WAL Records"]),
+                    ("wal_bytes", node["WAL Bytes"]),
+                ):
+                    got.setdefault(key, []).append(value)
+    return {
+        "total_us": statistics.median(total),
+        "inserts": {
+            t: {k: statistics.median(v) for k, v in d.items()} for t, d in per_table.items()
+        },
+    }
+
+
+async def profile(batches: int, explains: int, seed_count: int) -> str:
+    import asyncpg
+
+    backend = backend_for("postgres", Path(tempfile.gettempdir()))  # the path is SQLite's
+    admin = await locked_admin(backend)
+    tables_before = await admin.table_names()
+    if AUDIT_TABLE in tables_before:
+        await admin.analyze(AUDIT_TABLE)  # as the suite does: dead rows slow audited writes
+    raw, dbn = RawPostgres(), DbnexusImpl(cache=True)
+    impls = [raw, dbn]
+    conns: list[Any] = []
+    try:
+        for impl in impls:
+            await admin.drop_table(impl.table)
+        for impl in impls:
+            await impl.setup(backend)
+        data = {}
+        for impl in impls:
+            data[impl.table] = Dataset(await admin.seed(impl.table, seed_rows(seed_count)))
+        server = await admin.server_version()
+        settings = {s: (await admin.fetch(f"SHOW {s}"))[0][0] for s in SETTINGS}
+        stmt = Statement(dbn.pool)
+        on = await asyncpg.connect(**backend.asyncpg_kwargs)
+        off = await asyncpg.connect(
+            **backend.asyncpg_kwargs, server_settings={"synchronous_commit": "off"}
+        )
+        conns += [on, off]
+        rows = RowMaker("profile")
+
+        def send(conn: Any) -> Callable[[], Awaitable[object]]:
+            prepared: list[Any] = []
+
+            async def op() -> object:
+                if not prepared:
+                    prepared.append(await conn.prepare(stmt.sql))
+                return await prepared[0].fetchval(*stmt.params(rows.rows(BATCH_SIZE)))
+
+            return op
+
+        async def raw_off() -> object:
+            async with off.transaction():
+                return await off.executemany(raw.INSERT, rows.rows(BATCH_SIZE))
+
+        async def select_1() -> object:
+            return await on.fetchval("SELECT 1")
+
+        async def objects() -> object:
+            return [BenchUser(name=n, email=e, age=a) for n, e, a in rows.rows(BATCH_SIZE)]
+
+        variants = {
+            "raw": timed((await raw.insert_batch(data[raw.table])).fn),  # type: ignore[arg-type]
+            "dbnexus": timed((await dbn.insert_batch(data[dbn.table])).fn),  # type: ignore[arg-type]
+            "statement": timed(send(on)),
+            "raw, sync off": timed(raw_off),
+            "statement, sync off": timed(send(off)),
+            "objects": timed(objects),
+            "select 1": timed(select_1),
+        }
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for fn in variants.values():  # warm up: prepare statements, fill caches
+            for _ in range(5):
+                await fn()
+        for i in range(batches):
+            for key, fn in variants.items():
+                times[key].append(await fn())
+            if (i + 1) % 50 == 0 or i + 1 == batches:
+                log(f"  {i + 1}/{batches} rounds")
+        plan = await explain(on, stmt, rows, explains)
+    finally:
+        for conn in conns:
+            await conn.close()
+        for impl in impls:
+            await impl.teardown()
+        await clean_up(admin, tables_before, [i.table for i in impls])
+        await admin.close()
+    return report(server, settings, batches, times, plan, stmt.sql)
+
+
+def report(
+    server: str,
+    settings: dict[str, str],
+    batches: int,
+    times: dict[str, list[float]],
+    plan: dict[str, Any],
+    sql: str,
+) -> str:
+    m = {k: median_us(v) for k, v in times.items()}
+    raw, dbn, st = m["raw"], m["dbnexus"], m["statement"]
+    around = median_us([a - b for a, b in zip(times["dbnexus"], times["statement"], strict=True)])
+    lines = [
+        f"== insert_batch({BATCH_SIZE}) on {server}: {batches} rounds, interleaved; medians ==",
+        "   " + ", ".join(f"{k}={v}" for k, v in settings.items()),
+        "",
+        f"{'':52}{'µs/batch':>10}{'batches/s':>11}{'x raw':>8}",
+    ]
+
+    def row(label: str, us: float, rate: bool = True, ratio: bool = False) -> None:
+        lines.append(
+            f"{label:52}{fmt_us(us):>10}{fmt_rate(1e6 / us) if rate else '':>11}"
+            f"{f'{us / raw:.2f}x' if ratio else '':>8}"
+        )
+
+    row("raw: asyncpg executemany in a transaction", raw)
+    row("dbnexus insert_batch (permissions, audit, metrics)", dbn, ratio=True)
+    row("  its statement alone, from bare asyncpg", st, ratio=True)
+    row("  dbnexus - statement: Python around it", around, rate=False)
+    row("    of which building the 100 objects", m["objects"], rate=False)
+    row("raw, synchronous_commit=off", m["raw, sync off"])
+    row("statement, synchronous_commit=off", m["statement, sync off"])
+    row("  commit's WAL flush: raw", raw - m["raw, sync off"], rate=False)
+    row("  commit's WAL flush: statement", st - m["statement, sync off"], rate=False)
+    row("a round trip: SELECT 1", m["select 1"], rate=False)
+    lines += [
+        "",
+        f"server, EXPLAIN (ANALYZE, WAL) of the statement: executor "
+        f"{fmt_us(plan['total_us'])} µs in all",
+        f"{'  INSERT into':40}{'µs':>8}{'WAL records':>13}{'WAL bytes':>11}",
+    ]
+    for table, got in plan["inserts"].items():
+        lines.append(
+            f"  {table:38}{fmt_us(got['us']):>8}{got['wal_records']:>13,.0f}"
+            f"{got['wal_bytes']:>11,.0f}"
+        )
+    lines += ["", "statement:", f"  {sql}"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.batch_profile",
+        description="Split a PostgreSQL insert_batch(100) into its parts, measured in one run.",
+    )
+    p.add_argument("--batches", type=int, default=500, help="rounds of every part (500)")
+    p.add_argument("--explain", type=int, default=30, help="EXPLAIN ANALYZE runs (30)")
+    p.add_argument("--seed-rows", type=int, default=20_000, help="rows seeded per table")
+    args = p.parse_args(argv)
+    print(asyncio.run(profile(args.batches, args.explain, args.seed_rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
