@@ -1,8 +1,10 @@
 """Where a PostgreSQL ``insert_batch(100)`` spends its time: ``python -m benchmarks.batch_profile``.
 
 Case 5 of the suite gives the totals; this splits dbnexus's figure. Every part is
-measured in the same run, interleaved call by call (A B C D E A B C D E ...), so a
-slow spell of the machine touches each alike:
+measured in the same run, once per round in an order shuffled each round, so that a
+slow spell of the machine touches each alike and no part always follows the same
+one (what ran just before moves the next call's time on this VM). Differences are
+taken per round. Each figure is a median with its 95% confidence interval:
 
 - ``raw``: the suite's raw column, asyncpg ``executemany`` in a transaction;
 - ``dbnexus``: the suite's dbnexus column (permissions, audit and metrics on);
@@ -13,6 +15,10 @@ slow spell of the machine touches each alike:
 - ``raw`` and ``statement`` again on a connection with ``synchronous_commit=off``: the
   difference is the time spent waiting for the commit's WAL flush (a setting of that
   profiling connection only; dbnexus never changes it);
+- ``floor``: the least any Python around that statement can do. It builds the 100
+  objects, reads their values, sends the statement through dbnexus's own connection
+  layer and gives each object its key. ``dbnexus - floor`` is what the session,
+  the permission check, validation, the audit values and metrics add;
 - the 100 objects the dbnexus column builds per call, alone (CPU only);
 - a ``SELECT 1``: the round trip every statement pays.
 
@@ -29,6 +35,9 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import math
+import operator
+import random
 import statistics
 import sys
 import tempfile
@@ -52,10 +61,6 @@ from dbnexus.entity import entity_info
 __all__ = ["main"]
 
 SETTINGS = ("synchronous_commit", "wal_sync_method", "full_page_writes", "shared_buffers")
-
-
-def median_us(values: Sequence[float]) -> float:
-    return statistics.median(values) * 1e6
 
 
 class Statement:
@@ -172,6 +177,22 @@ async def profile(batches: int, explains: int, seed_count: int) -> str:
         async def select_1() -> object:
             return await on.fetchval("SELECT 1")
 
+        db = next(iter(dbn.pool.databases.values()))
+        read = operator.attrgetter(*entity_info(BenchUser).names)
+
+        async def floor() -> object:
+            objs = [BenchUser(name=n, email=e, age=a) for n, e, a in rows.rows(BATCH_SIZE)]
+            conn = await db.acquire()
+            try:
+                got = await conn.fetch_one(
+                    stmt.sql, stmt.plan.params(list(map(read, objs)), stmt.audit)
+                )
+            finally:
+                await db.release(conn)
+            for obj, key in zip(objs, got[0], strict=True):  # type: ignore[index]
+                obj.id = key
+            return objs
+
         async def objects() -> object:
             return [BenchUser(name=n, email=e, age=a) for n, e, a in rows.rows(BATCH_SIZE)]
 
@@ -179,6 +200,7 @@ async def profile(batches: int, explains: int, seed_count: int) -> str:
             "raw": timed((await raw.insert_batch(data[raw.table])).fn),  # type: ignore[arg-type]
             "dbnexus": timed((await dbn.insert_batch(data[dbn.table])).fn),  # type: ignore[arg-type]
             "statement": timed(send(on)),
+            "floor": timed(floor),
             "raw, sync off": timed(raw_off),
             "statement, sync off": timed(send(off)),
             "objects": timed(objects),
@@ -188,8 +210,11 @@ async def profile(batches: int, explains: int, seed_count: int) -> str:
         for fn in variants.values():  # warm up: prepare statements, fill caches
             for _ in range(5):
                 await fn()
+        order = list(variants.items())
+        shuffle = random.Random(42).shuffle
         for i in range(batches):
-            for key, fn in variants.items():
+            shuffle(order)  # no part always follows the same one
+            for key, fn in order:
                 times[key].append(await fn())
             if (i + 1) % 50 == 0 or i + 1 == batches:
                 log(f"  {i + 1}/{batches} rounds")
@@ -204,6 +229,16 @@ async def profile(batches: int, explains: int, seed_count: int) -> str:
     return report(server, settings, batches, times, plan, stmt.sql)
 
 
+def median_ci(values: Sequence[float]) -> tuple[float, float, float]:
+    """Median and the ends of its 95% confidence interval, in µs (order statistics:
+    no assumption about the distribution)."""
+    data = sorted(values)
+    n = len(data)
+    half = 1.96 * math.sqrt(n) / 2
+    lo, hi = data[max(0, math.floor(n / 2 - half))], data[min(n - 1, math.ceil(n / 2 + half))]
+    return statistics.median(data) * 1e6, lo * 1e6, hi * 1e6
+
+
 def report(
     server: str,
     settings: dict[str, str],
@@ -212,32 +247,48 @@ def report(
     plan: dict[str, Any],
     sql: str,
 ) -> str:
-    m = {k: median_us(v) for k, v in times.items()}
-    raw, dbn, st = m["raw"], m["dbnexus"], m["statement"]
-    around = median_us([a - b for a, b in zip(times["dbnexus"], times["statement"], strict=True)])
+    raw = median_ci(times["raw"])[0]
+
+    def minus(a: str, b: str) -> list[float]:
+        """Per round: ``a``'s time less ``b``'s (both ran in the same round)."""
+        return [x - y for x, y in zip(times[a], times[b], strict=True)]
+
     lines = [
-        f"== insert_batch({BATCH_SIZE}) on {server}: {batches} rounds, interleaved; medians ==",
+        f"== insert_batch({BATCH_SIZE}) on {server}: {batches} rounds, each part once per "
+        "round in a shuffled order; medians with their 95% confidence interval ==",
         "   " + ", ".join(f"{k}={v}" for k, v in settings.items()),
         "",
-        f"{'':52}{'µs/batch':>10}{'batches/s':>11}{'x raw':>8}",
+        f"{'':56}{'µs/batch':>9}{'95% CI':>14}{'batches/s':>11}{'x raw':>7}",
     ]
 
-    def row(label: str, us: float, rate: bool = True, ratio: bool = False) -> None:
+    def row(label: str, values: list[float], part: bool = False) -> None:
+        """A whole batch gets its rate and its multiple of raw; a part (``part``) neither."""
+        mid, lo, hi = median_ci(values)
         lines.append(
-            f"{label:52}{fmt_us(us):>10}{fmt_rate(1e6 / us) if rate else '':>11}"
-            f"{f'{us / raw:.2f}x' if ratio else '':>8}"
+            f"{label:56}{fmt_us(mid):>9}{f'{fmt_us(lo)}-{fmt_us(hi)}':>14}"
+            f"{'' if part else fmt_rate(1e6 / mid):>11}{'' if part else f'{mid / raw:.2f}x':>7}"
         )
 
-    row("raw: asyncpg executemany in a transaction", raw)
-    row("dbnexus insert_batch (permissions, audit, metrics)", dbn, ratio=True)
-    row("  its statement alone, from bare asyncpg", st, ratio=True)
-    row("  dbnexus - statement: Python around it", around, rate=False)
-    row("    of which building the 100 objects", m["objects"], rate=False)
-    row("raw, synchronous_commit=off", m["raw, sync off"])
-    row("statement, synchronous_commit=off", m["statement, sync off"])
-    row("  commit's WAL flush: raw", raw - m["raw, sync off"], rate=False)
-    row("  commit's WAL flush: statement", st - m["statement, sync off"], rate=False)
-    row("a round trip: SELECT 1", m["select 1"], rate=False)
+    row("raw: asyncpg executemany in a transaction", times["raw"])
+    row("dbnexus insert_batch (permissions, audit, metrics)", times["dbnexus"])
+    row("  its statement alone, from bare asyncpg", times["statement"])
+    row("  the floor: objects, statement, keys and nothing else", times["floor"])
+    row("  dbnexus - statement: Python around the statement", minus("dbnexus", "statement"), True)
+    row("    building the 100 objects (in both dbnexus and floor)", times["objects"], True)
+    row(
+        "    dbnexus - floor: session, permissions, checks, metrics",
+        minus("dbnexus", "floor"),
+        True,
+    )
+    row("raw, synchronous_commit=off", times["raw, sync off"])
+    row("statement, synchronous_commit=off", times["statement, sync off"])
+    row("  commit's WAL flush: raw - raw off", minus("raw", "raw, sync off"), True)
+    row(
+        "  commit's WAL flush: statement - statement off",
+        minus("statement", "statement, sync off"),
+        True,
+    )
+    row("a round trip: SELECT 1", times["select 1"], True)
     lines += [
         "",
         f"server, EXPLAIN (ANALYZE, WAL) of the statement: executor "
