@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .backends import LongText
 from .entity import metadata
 from .errors import ValidationError
 from .fieldtypes import UTCDateTime, jsonable
@@ -94,6 +95,7 @@ def record_id_text(value: Any) -> str | None:
 
 _RECORD_ID = AUDIT_COLUMNS.index("record_id")
 _CHANGES = AUDIT_COLUMNS.index("changes")
+_COLUMNS = len(AUDIT_COLUMNS)
 
 
 def _processed(values: Iterable[Any], procs: Iterable[Any]) -> list[Any]:
@@ -127,7 +129,13 @@ class JsonAuditRows:
 
     The shared values are parameters once and the rows' own values one JSON
     document, instead of nine parameters per row: PyMySQL renders parameters in
-    Python, one at a time.
+    Python, one at a time (the document goes as a hex literal, see ``LongText``).
+
+    With ``pk``, the rows are those of the multi-row INSERT just before on the
+    same connection, whose keys the client does not know yet: the n-th row's key
+    is ``LAST_INSERT_ID() + (n - 1) * step`` (consecutive keys, see the session),
+    and the document holds only each row's other columns. So the rows and their
+    audit rows go to the database together, in one trip.
     """
 
     __slots__ = ("procs", "sql")
@@ -136,33 +144,62 @@ class JsonAuditRows:
     CHUNK = 1000
     _SHARED = tuple(i for i in range(len(AUDIT_COLUMNS)) if i not in (_RECORD_ID, _CHANGES))
 
-    def __init__(self, compiler: Any) -> None:
+    def __init__(self, compiler: Any, pk: str | None = None) -> None:
         q = compiler.dialect.identifier_preparer.quote
         procs = compiler.bind_processors(audit_table, AUDIT_COLUMNS)
         self.procs = [procs[i] for i in self._SHARED]
-        # LONGTEXT: an over-long record id fails on the audit column as it would in VALUES
+        if pk is None:
+            record_id, changes = "j.record_id", "j.changes"
+            # LONGTEXT: an over-long record id fails on the audit column as in VALUES
+            columns = "record_id LONGTEXT PATH '$[0]', changes JSON PATH '$[1]'"
+        else:
+            # LAST_INSERT_ID() is the previous statement's until this one ends
+            key = "(LAST_INSERT_ID() + (j.n - 1) * %s)"
+            record_id = f"CAST({key} AS CHAR)"
+            # the key goes first, where most entities declare it; the row's object
+            # has no other member of that name, so nothing is merged
+            changes = f"JSON_MERGE_PRESERVE(JSON_OBJECT({_sql_string(pk)}, {key}), j.changes)"
+            columns = "n FOR ORDINALITY, changes JSON PATH '$'"
         select = [
-            "j.record_id" if i == _RECORD_ID else "j.changes" if i == _CHANGES else "%s"
+            record_id if i == _RECORD_ID else changes if i == _CHANGES else "%s"
             for i in range(len(AUDIT_COLUMNS))
         ]
         self.sql = (
             f"INSERT INTO {q(audit_table.name)} ({', '.join(q(c) for c in AUDIT_COLUMNS)}) "
-            f"SELECT {', '.join(select)} FROM JSON_TABLE(%s, '$[*]' COLUMNS ("
-            "record_id LONGTEXT PATH '$[0]', changes JSON PATH '$[1]')) AS j"
+            f"SELECT {', '.join(select)} FROM JSON_TABLE(CONVERT(%s USING utf8mb4), "
+            f"'$[*]' COLUMNS ({columns})) AS j"
         )
 
     def params(self, template: Sequence[Any], records: Iterable[tuple[Any, Any]]) -> list[Any]:
         """Parameters for audit rows like ``template`` with these ``(record_id, changes)``."""
         shared = _processed([template[i] for i in self._SHARED], self.procs)
-        return [*shared, json.dumps([[record_id_text(r), c] for r, c in records])]
+        doc = json.dumps([[record_id_text(r), c] for r, c in records])
+        return [*shared, LongText(doc)]
+
+    def keyed_params(
+        self, template: Sequence[Any], step: int, changes: Iterable[dict[str, Any]]
+    ) -> list[Any]:
+        """Parameters (with ``pk``) for audit rows like ``template`` of the rows just
+        inserted, keys ``step`` apart, whose other columns are ``changes``."""
+        shared = iter(_processed([template[i] for i in self._SHARED], self.procs))
+        # in the SELECT, the record id and the changes each take ``step``
+        out = [step if i in (_RECORD_ID, _CHANGES) else next(shared) for i in range(_COLUMNS)]
+        return [*out, LongText(json.dumps(list(changes)))]
 
 
-def json_rows(compiler: Any) -> JsonAuditRows | None:
-    """The :class:`JsonAuditRows` statement for a compiler's dialect, or None where the
-    database has no ``JSON_TABLE``."""
+def _sql_string(text: str) -> str:
+    """A SQL string literal of a declared name (entity field names are identifiers)."""
+    if not text.isidentifier():
+        raise ValueError(f"not an identifier: {text!r}")
+    return f"'{text}'"
+
+
+def json_rows(compiler: Any, pk: str | None = None) -> JsonAuditRows | None:
+    """The :class:`JsonAuditRows` statement (with ``pk``: for the rows just inserted)
+    for a compiler's dialect, or None where the database has no ``JSON_TABLE``."""
     if not compiler.json_table:
         return None
-    return compiler.memo(("audit_json_rows",), lambda: JsonAuditRows(compiler))
+    return compiler.memo(("audit_json_rows", pk), lambda: JsonAuditRows(compiler, pk))
 
 
 def audit_query(

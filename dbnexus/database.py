@@ -19,7 +19,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
-from .backends import ALL, COMMIT, EXEC, INSERT, ONE, RETURNING, Driver, Row, Statement, driver_for
+from .backends import ALL, COMMIT, EXEC, INSERT, ONE, RETURNING, Driver, Held, Row, driver_for
 from .config import PoolSettings, parse_url
 from .errors import DatabaseError, DbNexusError, PoolTimeout, ShardError
 from .statements import Compiler
@@ -39,8 +39,9 @@ class Connection:
     On drivers that can send several statements in one trip (aiomysql,
     aiosqlite), BEGIN waits for the transaction's first statement, and in a
     transaction begun with ``hold=True`` so do statements whose result nobody
-    reads (an UPDATE, audit rows): they travel with the next statement that
-    returns something, or with COMMIT. The database runs them in the same
+    reads (an UPDATE, audit rows, an INSERT whose key is read only once it has
+    run: :meth:`insert_held`): they travel with the next statement that returns
+    something, or with COMMIT. The database runs them in the same
     order; an error in one surfaces there, before the transaction commits.
     Held statements go out once they hold ``HOLD_LIMIT`` parameters, so one
     query stays far below the server's packet limit (``update_where`` over many
@@ -57,11 +58,11 @@ class Connection:
         self.fairy = fairy
         self.raw = fairy.driver_connection
         self.driver = db.driver
-        self._held: list[Statement] = []
+        self._held: list[Held] = []
         self._holding = False
         self._weight = 0
 
-    def _take(self) -> list[Statement]:
+    def _take(self) -> list[Held]:
         held, self._held, self._weight = self._held, [], 0
         return held
 
@@ -87,14 +88,28 @@ class Connection:
     async def execute(self, sql: str, params: Sequence[Any]) -> None:
         """Run a statement that returns no rows (held until needed, see the class)."""
         if self._holding:
-            self._held.append((sql, params))
-            self._weight += len(params) + 1
-            if self._weight >= self.HOLD_LIMIT:
-                await self.flush()
+            await self._hold(sql, params, None)
         elif self._held:
             await self._send(EXEC, sql, params)
         else:
             await self.driver.execute(self.raw, sql, params)
+
+    async def insert_held(
+        self, sql: str, params: Sequence[Any], on_key: Callable[[Any], None]
+    ) -> None:
+        """Run an INSERT whose generated key is needed only once the write is done:
+        held like :meth:`execute`; ``on_key(key)`` gets its (first) key once it has run.
+        """
+        if self._holding:
+            await self._hold(sql, params, on_key)
+        else:
+            on_key(await self.insert(sql, params, False))
+
+    async def _hold(self, sql: str, params: Sequence[Any], on_key: Any) -> None:
+        self._held.append((sql, params, on_key))
+        self._weight += len(params) + 1
+        if self._weight >= self.HOLD_LIMIT:
+            await self.flush()
 
     async def script(self, sql: str) -> None:
         """Run a parameterless statement (SAVEPOINT ...) now."""
@@ -106,7 +121,7 @@ class Connection:
     async def begin(self, *, hold: bool = False) -> None:
         """Open a transaction; ``hold``: statements without results may wait for COMMIT."""
         if self.driver.pipelines:
-            self._held = [(self.driver.begin_sql, ())]
+            self._held = [(self.driver.begin_sql, (), None)]
             self._holding = hold
         else:
             await self.driver.begin(self.raw)
@@ -115,8 +130,11 @@ class Connection:
         """Send what is held, without committing."""
         if self._held:
             held = self._take()
-            sql, params = held.pop()
-            await self.driver.run(self.raw, held, EXEC, sql, params)
+            sql, params, on_key = held.pop()
+            last = EXEC if on_key is None else INSERT
+            key = await self.driver.run(self.raw, held, last, sql, params)
+            if on_key is not None:
+                on_key(key)
 
     async def commit(self) -> None:
         self._holding = False

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from .audit import (
     AUDIT_COLUMNS,
+    JsonAuditRows,
     audit_table,
     batch_values,
     insert_plan,
@@ -1308,7 +1309,8 @@ class DbSession:
     def _insert_work(
         self, db: Database, info: EntityInfo, rows: list[list[Any]], tags: tuple[str, ...]
     ) -> Callable[[Connection], Awaitable[None]]:
-        """The work of inserting ``rows`` (and their audit rows) on ``db``; fills in ids."""
+        """The work of inserting ``rows`` (and their audit rows) on ``db``; fills in ids
+        (on MySQL/MariaDB with consecutive keys, once the write has gone out)."""
         table = info.table_name
         plan = db.compiler.entity(info)
         pk_i = plan.pk_index
@@ -1333,6 +1335,11 @@ class DbSession:
                 if pg:
                     await self._insert_rows_pg(conn, info, group, names, tags, pk_i, group is auto)
                     continue
+                if group is auto and step is not None:
+                    keyed = json_rows(db.compiler, info.pk.name)
+                    if keyed is not None:
+                        await self._insert_keyed(conn, info, keyed, group, names, tags, step)
+                        continue
                 idx = [info.names.index(n) for n in names]
                 keys = group is auto and step is None
                 for chunk in _chunks(group, db.max_rows(len(names))):
@@ -1349,8 +1356,7 @@ class DbSession:
                             r[pk_i] = pk
                     else:
                         first = await conn.insert(stmt.sql, stmt.params(flat), False)
-                        for k, r in enumerate(chunk):
-                            r[pk_i] = first + k * step  # type: ignore[operator]
+                        _number(chunk, pk_i, first, step)  # type: ignore[arg-type]
                 await self._audit_many(
                     conn,
                     INSERT,
@@ -1360,6 +1366,35 @@ class DbSession:
                 )
 
         return work
+
+    async def _insert_keyed(
+        self,
+        conn: Connection,
+        info: EntityInfo,
+        audit: JsonAuditRows,
+        group: list[list[Any]],
+        names: tuple[str, ...],
+        tags: tuple[str, ...],
+        step: int,
+    ) -> None:
+        """MySQL/MariaDB rows whose keys come ``step`` apart: each chunk's INSERT and its
+        audit rows go out together (held), and the rows get their keys once they have run."""
+        db = conn.db
+        pk, pk_i = info.pk.name, info.pk_index
+        idx = [info.names.index(n) for n in names]
+        template = self._audit_values(INSERT, info.table_name, None, "ok", None, tags)
+        for chunk in _chunks(group, min(db.max_rows(len(names)), audit.CHUNK)):
+            stmt = db.compiler.insert_many(info.table, names, len(chunk), None)
+            flat = [r[i] for r in chunk for i in idx]
+            await conn.insert_held(
+                stmt.sql, stmt.params(flat), functools.partial(_number, chunk, pk_i, step=step)
+            )
+            changes = []
+            for r in chunk:
+                row = info.audit_row(r)
+                del row[pk]
+                changes.append(row)
+            await conn.execute(audit.sql, audit.keyed_params(template, step, changes))
 
     async def _insert_rows_pg(
         self,
@@ -1848,3 +1883,9 @@ def _diff(info: EntityInfo, old: Sequence[Any], new: Sequence[Any]) -> dict[str,
 
 def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _number(rows: Sequence[list[Any]], pk_i: int, first: int, step: int) -> None:
+    """Keys of the rows of one multi-row INSERT: ``first``, then ``step`` apart."""
+    for k, r in enumerate(rows):
+        r[pk_i] = first + k * step

@@ -7,6 +7,7 @@ that the connection is clean afterwards, and that values stay values.
 """
 
 import itertools
+import json
 
 import pytest
 from test_core_support import make_user, users
@@ -183,3 +184,149 @@ async def test_held_statements_go_out_in_bounded_trips_within_one_transaction(
         )
     updates = await pool.audit_log(table=table, action="update", limit=None)
     assert sorted(r.outcome for r in updates) == ["error"] + ["ok"] * 30
+
+
+async def test_mysql_parameters_render_as_pymysql_renders_them(make_pool, unique, backend):
+    """dbnexus renders aiomysql parameters itself (shortcuts for plain strings, ints and
+    None; a LongText as a hex literal): the text must be PyMySQL's, in both escaping
+    modes, and the database must read the values back unchanged."""
+    import datetime as dt
+    import decimal
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from pymysql.constants.SERVER_STATUS import SERVER_STATUS_NO_BACKSLASH_ESCAPES
+
+    from dbnexus.backends import LongText
+
+    if backend != "mysql":
+        pytest.skip("aiomysql renders parameters in Python; the other drivers bind them")
+    User = make_user(unique("users"))
+    pool = await make_pool(User, max_connections=1)
+    db = only_database(pool)
+    fixed = [
+        "",
+        "plain",
+        "it's",
+        'say "hi"',
+        "back\\slash",
+        "nul\0byte",
+        "lines\r\n",
+        "ctrl-z\x1a",
+        "żółw 🐢",
+        "%s %% ?",
+        "a'; DELETE FROM users; --",
+        0,
+        -5,
+        2**70,
+        None,
+        True,
+        1.5,
+        decimal.Decimal("-12.50"),
+        dt.datetime(2026, 11, 22, 5, 39, 1, 30332),
+        dt.date(2026, 11, 22),
+        b"\x00\xff'",
+    ]
+    conn = await db.acquire()
+    try:
+        cur = await conn.raw.cursor()
+
+        def check(values):
+            sql = "SELECT " + ", ".join(["%s"] * len(values))
+            assert db.driver.render(conn.raw, sql, values) == cur.mogrify(sql, tuple(values))
+
+        check(fixed)
+        values = st.lists(st.text() | st.integers() | st.none(), min_size=1, max_size=8)
+        given(values)(settings(max_examples=300, deadline=None)(check))()
+        doc = json.dumps({"name": 'it\'s "quoted"\\ \0 ż 🐢', "n": [1, None]})
+        sql = "SELECT CONVERT(%s USING utf8mb4), %s"
+        assert db.driver.render(conn.raw, sql, [LongText(doc), "x"]).startswith("SELECT CONVERT(X'")
+        assert await conn.fetch_one(sql, [LongText(doc), doc]) == (doc, doc)
+        for mode in ("NO_BACKSLASH_ESCAPES", ""):
+            await conn.execute(f"SET SESSION sql_mode = '{mode}'", ())
+            no_backslash = bool(conn.raw.server_status & SERVER_STATUS_NO_BACKSLASH_ESCAPES)
+            assert no_backslash == bool(mode)
+            check(fixed)
+            strings = [v for v in fixed if isinstance(v, str)]
+            sql = "SELECT " + ", ".join(["%s"] * len(strings))
+            assert list(await conn.fetch_one(sql, strings)) == strings
+        await cur.close()
+    finally:
+        await db.release(conn, discard=True)
+
+
+async def test_a_mysql_batch_and_its_audit_rows_go_out_in_one_trip(
+    make_pool, unique, backend, monkeypatch
+):
+    """MariaDB/MySQL with consecutive keys: BEGIN, the rows, their audit rows (keys from
+    LAST_INSERT_ID()) and COMMIT are one query; the keys and audit rows are right, in
+    chunks too, and inside a transaction the objects have their keys at once."""
+    if backend != "mysql":
+        pytest.skip("LAST_INSERT_ID() and held INSERTs are MySQL's")
+    User = make_user(unique("users"))
+    table = entity_info(User).table_name
+    pool = await make_pool(User, max_connections=1)
+    db = only_database(pool)
+    if (await _autoinc(db))[0] > 1 and db.compiler.entity(entity_info(User)).insert_returning:
+        pytest.skip("lock mode 2 on MariaDB: the keys come back with RETURNING")
+    trips = []
+    run = type(db.driver).run
+
+    async def counted(self, conn, before, last, sql, params):
+        trips.append([s for s, _, _ in before] + [sql or last])
+        return await run(self, conn, before, last, sql, params)
+
+    monkeypatch.setattr(type(db.driver), "run", counted)
+    async with pool.session("alice", tags=["bulk"]) as s:
+        made = await User.insert_batch(s, users(User, 5, "one"))
+        assert len(trips) == 1 and trips[0][0] == "BEGIN" and trips[0][-1] == "commit"
+        assert len(trips[0]) == 4
+        # several chunks: each chunk's rows, then its audit rows
+        monkeypatch.setattr(db, "max_rows", lambda width: 2)
+        trips.clear()
+        more = await User.insert_batch(s, users(User, 5, "chunks"))
+        assert len(trips) == 1 and len(trips[0]) == 2 + 2 * 3
+        async with s.transaction():
+            inside = await User.insert_batch(s, users(User, 3, "tx"))
+            assert all(u.id is not None for u in inside)
+            assert [(await User.find_by_id(s, u.id)).email for u in inside] == [
+                u.email for u in inside
+            ]
+    made += more + inside
+    assert len({u.id for u in made}) == len(made)
+    records = {r.record_id: r for r in await pool.audit_log(table=table, limit=None)}
+    assert set(records) == {str(u.id) for u in made}
+    for u in made:
+        r = records[str(u.id)]
+        assert (r.action, r.outcome, r.user_id, r.tags) == ("insert", "ok", "alice", ["bulk"])
+        assert r.changes == {"id": u.id, "name": u.name, "email": u.email, "age": u.age}
+        assert list(r.changes) == ["id", "name", "email", "age"]
+
+
+async def test_a_failing_row_of_a_one_trip_batch_writes_nothing(make_pool, unique, trips):
+    User = make_user(unique("users"))
+    table = entity_info(User).table_name
+    pool = await make_pool(User, max_connections=1)
+    set_trips(pool, trips)
+    async with pool.session("alice") as s:
+        (first,) = await User.insert_batch(s, users(User, 1, "first"))
+        batch = users(User, 3, "second")
+        batch[2].email = first.email
+        with pytest.raises(IntegrityError):
+            await User.insert_batch(s, batch)
+        assert [u.email for u in await User.find_all(s)] == [first.email]
+        assert all(u.id is None for u in batch)
+        again = await User.insert_batch(s, users(User, 2, "third"))
+        assert [(await User.find_by_id(s, u.id)).email for u in again] == [u.email for u in again]
+    inserts = await pool.audit_log(table=table, action="insert", limit=None)
+    assert sorted(r.record_id for r in inserts if r.outcome == "ok") == sorted(
+        str(u.id) for u in [first, *again]
+    )
+
+
+async def _autoinc(db):
+    conn = await db.acquire()
+    try:
+        return await db.autoinc(conn)
+    finally:
+        await db.release(conn)
