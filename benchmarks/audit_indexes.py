@@ -1,0 +1,136 @@
+"""What the audit table's indexes cost a PostgreSQL ``insert_batch(100)``:
+``python -m benchmarks.audit_indexes``.
+
+dbnexus's own batch statement for ``BenchUser`` (the rows and their audit rows in one
+statement, as ``insert_batch`` sends it) is sent from a bare asyncpg connection, in
+autocommit, against copies of the audit table that differ only in their indexes, and
+once with no audit rows at all. Each round runs every variant once in a shuffled
+order; the figures are medians with their 95% confidence interval. Each variant has
+its own tables (``bench_audix_*``), dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.backends import COLUMNS, backend_for
+from benchmarks.batch_profile import median_ci
+from benchmarks.common import BATCH_SIZE, RowMaker
+from benchmarks.impl_dbnexus import BenchUser
+from benchmarks.report import fmt_rate, fmt_us
+from benchmarks.run import log
+from dbnexus.audit import audit_table
+from dbnexus.entity import entity_info
+from dbnexus.statements import Compiler
+
+__all__ = ["main"]
+
+#: the audit table's indexes per variant (dbnexus's are the first)
+VARIANTS: dict[str, list[str]] = {
+    "dbnexus's: key, (table_name, ts), (user_id, ts)": [
+        "CREATE INDEX ON {t} (table_name, ts)",
+        "CREATE INDEX ON {t} (user_id, ts)",
+    ],
+    "key and (table_name, ts)": ["CREATE INDEX ON {t} (table_name, ts)"],
+    "key and BRIN (ts)": ["CREATE INDEX ON {t} USING brin (ts)"],
+    "key only": [],
+}
+NO_AUDIT = "no audit rows (the rows' INSERT alone, in the same form)"
+
+
+async def measure(rounds: int) -> str:
+    import asyncpg
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateTable
+
+    backend = backend_for("postgres", Path(tempfile.gettempdir()))
+    conn = await asyncpg.connect(**backend.asyncpg_kwargs)
+    dialect = postgresql.asyncpg.dialect()
+    info = entity_info(BenchUser)
+    stmt = Compiler(dialect).pg_batch_insert(info, COLUMNS)
+    rows_ddl = str(CreateTable(info.table).compile(dialect=dialect))
+    audit_ddl = str(CreateTable(audit_table).compile(dialect=dialect))
+    sqls: dict[str, str] = {}
+    made: list[str] = []
+    try:
+        for k, (name, indexes) in enumerate([*VARIANTS.items(), (NO_AUDIT, [])]):
+            rows_t, audit_t = f"bench_audix_rows_{k}", f"bench_audix_audit_{k}"
+            made += [rows_t, audit_t]
+            for t in (rows_t, audit_t):
+                await conn.execute(f"DROP TABLE IF EXISTS {t}")
+            await conn.execute(rows_ddl.replace(info.table_name, rows_t, 1))
+            await conn.execute(audit_ddl.replace(audit_table.name, audit_t, 1))
+            for ddl in indexes:
+                await conn.execute(ddl.format(t=audit_t))
+            sql = stmt.sql.replace(info.table_name, rows_t).replace(audit_table.name, audit_t)
+            if name == NO_AUDIT:
+                # the same rows' CTE and result; the audit values are still sent
+                head = sql[: sql.index("), aud AS (")]
+                sql = f"{head}) SELECT array_agg(ins.id ORDER BY ins.id), $4::TIMESTAMPTZ, "
+                sql += "$5::VARCHAR, $6::VARCHAR, $7::VARCHAR, $8::JSON FROM ins"
+            sqls[name] = sql
+        maker = RowMaker("audix")
+        audit = [dt.datetime.now(dt.UTC), "alice", None, "bench_users", "[]"]
+
+        async def send(sql: str) -> float:
+            args = stmt.params([(None, *r) for r in maker.rows(BATCH_SIZE)], audit)
+            t0 = time.perf_counter()
+            await conn.fetchval(sql, *args)
+            return time.perf_counter() - t0
+
+        for sql in sqls.values():  # warm up: prepare, fill caches
+            for _ in range(5):
+                await send(sql)
+        times: dict[str, list[float]] = {name: [] for name in sqls}
+        order = list(sqls.items())
+        shuffle = random.Random(42).shuffle
+        for i in range(rounds):
+            shuffle(order)
+            for name, sql in order:
+                times[name].append(await send(sql))
+            if (i + 1) % 50 == 0 or i + 1 == rounds:
+                log(f"  {i + 1}/{rounds} rounds")
+        server = await conn.fetchval("SHOW server_version")
+    finally:
+        for t in made:
+            await conn.execute(f"DROP TABLE IF EXISTS {t}")
+        await conn.close()
+    base = median_ci(times[next(iter(VARIANTS))])[0]
+    out = [
+        f"== insert_batch({BATCH_SIZE})'s statement on PostgreSQL {server}, by the audit "
+        f"table's indexes: {rounds} rounds, shuffled; medians with their 95% CI ==",
+        "",
+        f"{'audit table indexes':58}{'µs/batch':>9}{'95% CI':>16}{'batches/s':>11}"
+        f"{'x dbnexus':>11}",
+    ]
+    for name, values in times.items():
+        med, lo, hi = median_ci(values)
+        ci = f"{fmt_us(lo)}-{fmt_us(hi)}"
+        out.append(
+            f"{name:58}{fmt_us(med):>9}{ci:>16}{fmt_rate(1e6 / med):>11}{med / base:>10.2f}x"
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.audit_indexes",
+        description="The PostgreSQL batch statement against audit tables with other indexes.",
+    )
+    p.add_argument("--rounds", type=int, default=300, help="rounds of every variant (300)")
+    args = p.parse_args(argv)
+    print(asyncio.run(measure(args.rounds)))
+
+
+if __name__ == "__main__":
+    main()
