@@ -195,12 +195,14 @@ async def test_mysql_parameters_render_as_pymysql_renders_them(make_pool, unique
 
     from hypothesis import given, settings
     from hypothesis import strategies as st
-    from pymysql.constants.SERVER_STATUS import SERVER_STATUS_NO_BACKSLASH_ESCAPES
 
     from dbnexus.backends import LongText
 
     if backend != "mysql":
         pytest.skip("aiomysql renders parameters in Python; the other drivers bind them")
+    # only the mysql extra installs PyMySQL
+    from pymysql.constants.SERVER_STATUS import SERVER_STATUS_NO_BACKSLASH_ESCAPES
+
     User = make_user(unique("users"))
     pool = await make_pool(User, max_connections=1)
     db = only_database(pool)
