@@ -14,21 +14,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import random
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.backends import COLUMNS, backend_for
-from benchmarks.batch_profile import median_ci
+from benchmarks.batch_profile import interleaved, median_ci
 from benchmarks.common import BATCH_SIZE, RowMaker
 from benchmarks.impl_dbnexus import BenchUser
 from benchmarks.report import fmt_rate, fmt_us
-from benchmarks.run import log
 from dbnexus.audit import audit_table
 from dbnexus.entity import entity_info
 from dbnexus.statements import Compiler
@@ -82,24 +81,16 @@ async def measure(rounds: int) -> str:
         maker = RowMaker("audix")
         audit = [dt.datetime.now(dt.UTC), "alice", None, "bench_users", "[]"]
 
-        async def send(sql: str) -> float:
-            args = stmt.params([(None, *r) for r in maker.rows(BATCH_SIZE)], audit)
-            t0 = time.perf_counter()
-            await conn.fetchval(sql, *args)
-            return time.perf_counter() - t0
+        def send(sql: str) -> Callable[[], Awaitable[float]]:
+            async def timed() -> float:
+                args = stmt.params([(None, *r) for r in maker.rows(BATCH_SIZE)], audit)
+                t0 = time.perf_counter()
+                await conn.fetchval(sql, *args)
+                return time.perf_counter() - t0
 
-        for sql in sqls.values():  # warm up: prepare, fill caches
-            for _ in range(5):
-                await send(sql)
-        times: dict[str, list[float]] = {name: [] for name in sqls}
-        order = list(sqls.items())
-        shuffle = random.Random(42).shuffle
-        for i in range(rounds):
-            shuffle(order)
-            for name, sql in order:
-                times[name].append(await send(sql))
-            if (i + 1) % 50 == 0 or i + 1 == rounds:
-                log(f"  {i + 1}/{rounds} rounds")
+            return timed
+
+        times = await interleaved({name: send(sql) for name, sql in sqls.items()}, rounds)
         server = await conn.fetchval("SHOW server_version")
     finally:
         for t in made:

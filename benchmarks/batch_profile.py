@@ -101,6 +101,26 @@ def timed(fn: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[float]]
     return run
 
 
+async def interleaved(
+    parts: dict[str, Callable[[], Awaitable[float]]], rounds: int
+) -> dict[str, list[float]]:
+    """Each part's times: every part once per round, in an order shuffled every round
+    (no part always follows the same one), after five warm-up calls of each."""
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    for fn in parts.values():  # warm up: prepare statements, fill caches
+        for _ in range(5):
+            await fn()
+    order = list(parts.items())
+    shuffle = random.Random(42).shuffle
+    for i in range(rounds):
+        shuffle(order)
+        for key, fn in order:
+            times[key].append(await fn())
+        if (i + 1) % 50 == 0 or i + 1 == rounds:
+            log(f"  {i + 1}/{rounds} rounds")
+    return times
+
+
 async def explain(conn: Any, stmt: Statement, rows: RowMaker, times: int) -> dict[str, Any]:
     """Medians over ``times`` runs of EXPLAIN ANALYZE: executor µs and WAL per INSERT."""
     per_table: dict[str, dict[str, list[float]]] = {}
@@ -206,18 +226,7 @@ async def profile(batches: int, explains: int, seed_count: int) -> str:
             "objects": timed(objects),
             "select 1": timed(select_1),
         }
-        times: dict[str, list[float]] = {k: [] for k in variants}
-        for fn in variants.values():  # warm up: prepare statements, fill caches
-            for _ in range(5):
-                await fn()
-        order = list(variants.items())
-        shuffle = random.Random(42).shuffle
-        for i in range(batches):
-            shuffle(order)  # no part always follows the same one
-            for key, fn in order:
-                times[key].append(await fn())
-            if (i + 1) % 50 == 0 or i + 1 == batches:
-                log(f"  {i + 1}/{batches} rounds")
+        times = await interleaved(variants, batches)
         plan = await explain(on, stmt, rows, explains)
     finally:
         for conn in conns:

@@ -95,7 +95,6 @@ def record_id_text(value: Any) -> str | None:
 
 _RECORD_ID = AUDIT_COLUMNS.index("record_id")
 _CHANGES = AUDIT_COLUMNS.index("changes")
-_COLUMNS = len(AUDIT_COLUMNS)
 
 
 def _processed(values: Iterable[Any], procs: Iterable[Any]) -> list[Any]:
@@ -148,50 +147,46 @@ class JsonAuditRows:
         q = compiler.dialect.identifier_preparer.quote
         procs = compiler.bind_processors(audit_table, AUDIT_COLUMNS)
         self.procs = [procs[i] for i in self._SHARED]
+        rows = "JSON_TABLE(CONVERT(%s USING utf8mb4), '$[*]' COLUMNS ({}))"
         if pk is None:
-            record_id, changes = "j.record_id", "j.changes"
+            record_id, changes = "r.record_id", "r.changes"
             # LONGTEXT: an over-long record id fails on the audit column as in VALUES
-            columns = "record_id LONGTEXT PATH '$[0]', changes JSON PATH '$[1]'"
+            source = rows.format("record_id LONGTEXT PATH '$[0]', changes JSON PATH '$[1]'")
         else:
+            record_id = "CAST(r.k AS CHAR)"
+            # pk is a checked identifier ([A-Za-z0-9_]), safe inside the literal; the
+            # key goes first, where most entities declare it, and as the object has no
+            # other member of that name, nothing is merged
+            changes = f"JSON_MERGE_PRESERVE(JSON_OBJECT('{pk}', r.k), r.changes)"
             # LAST_INSERT_ID() is the previous statement's until this one ends
-            key = "(LAST_INSERT_ID() + (j.n - 1) * %s)"
-            record_id = f"CAST({key} AS CHAR)"
-            # the key goes first, where most entities declare it; the row's object
-            # has no other member of that name, so nothing is merged
-            changes = f"JSON_MERGE_PRESERVE(JSON_OBJECT({_sql_string(pk)}, {key}), j.changes)"
-            columns = "n FOR ORDINALITY, changes JSON PATH '$'"
+            source = (
+                "(SELECT LAST_INSERT_ID() + (j.n - 1) * %s AS k, j.changes FROM "
+                + rows.format("n FOR ORDINALITY, changes JSON PATH '$'")
+                + " AS j)"
+            )
         select = [
             record_id if i == _RECORD_ID else changes if i == _CHANGES else "%s"
             for i in range(len(AUDIT_COLUMNS))
         ]
         self.sql = (
             f"INSERT INTO {q(audit_table.name)} ({', '.join(q(c) for c in AUDIT_COLUMNS)}) "
-            f"SELECT {', '.join(select)} FROM JSON_TABLE(CONVERT(%s USING utf8mb4), "
-            f"'$[*]' COLUMNS ({columns})) AS j"
+            f"SELECT {', '.join(select)} FROM {source} AS r"
         )
+
+    def _shared(self, template: Sequence[Any]) -> list[Any]:
+        return _processed([template[i] for i in self._SHARED], self.procs)
 
     def params(self, template: Sequence[Any], records: Iterable[tuple[Any, Any]]) -> list[Any]:
         """Parameters for audit rows like ``template`` with these ``(record_id, changes)``."""
-        shared = _processed([template[i] for i in self._SHARED], self.procs)
         doc = json.dumps([[record_id_text(r), c] for r, c in records])
-        return [*shared, LongText(doc)]
+        return [*self._shared(template), LongText(doc)]
 
     def keyed_params(
         self, template: Sequence[Any], step: int, changes: Iterable[dict[str, Any]]
     ) -> list[Any]:
         """Parameters (with ``pk``) for audit rows like ``template`` of the rows just
         inserted, keys ``step`` apart, whose other columns are ``changes``."""
-        shared = iter(_processed([template[i] for i in self._SHARED], self.procs))
-        # in the SELECT, the record id and the changes each take ``step``
-        out = [step if i in (_RECORD_ID, _CHANGES) else next(shared) for i in range(_COLUMNS)]
-        return [*out, LongText(json.dumps(list(changes)))]
-
-
-def _sql_string(text: str) -> str:
-    """A SQL string literal of a declared name (entity field names are identifiers)."""
-    if not text.isidentifier():
-        raise ValueError(f"not an identifier: {text!r}")
-    return f"'{text}'"
+        return [*self._shared(template), step, LongText(json.dumps(list(changes)))]
 
 
 def json_rows(compiler: Any, pk: str | None = None) -> JsonAuditRows | None:

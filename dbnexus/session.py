@@ -28,7 +28,6 @@ import sqlalchemy as sa
 
 from .audit import (
     AUDIT_COLUMNS,
-    JsonAuditRows,
     audit_table,
     batch_values,
     insert_plan,
@@ -1316,13 +1315,14 @@ class DbSession:
         pk_i = plan.pk_index
         auto = [r for r in rows if r[pk_i] is None]
         given = [r for r in rows if r[pk_i] is not None]
-        auto_names = tuple(n for n in info.names if n != info.pk.name)
-        pk_col = info.table.c[info.pk.name]
+        pk = info.pk.name
+        auto_names = tuple(n for n in info.names if n != pk)
+        pk_col = info.table.c[pk]
         returning = plan.insert_returning
         pg = db.dialect.name == "postgresql"
 
         async def work(conn: Connection) -> None:
-            step = None
+            step = 0  # keys `step` apart; 0: not consecutive (or not MySQL's)
             if auto and db.dialect.name == "mysql":
                 lock_mode, increment = await db.autoinc(conn)
                 # InnoDB gives the rows of one multi-row INSERT keys `increment` apart in
@@ -1335,13 +1335,13 @@ class DbSession:
                 if pg:
                     await self._insert_rows_pg(conn, info, group, names, tags, pk_i, group is auto)
                     continue
-                if group is auto and step is not None:
-                    keyed = json_rows(db.compiler, info.pk.name)
-                    if keyed is not None:
-                        await self._insert_keyed(conn, info, keyed, group, names, tags, step)
-                        continue
                 idx = [info.names.index(n) for n in names]
-                keys = group is auto and step is None
+                keys = group is auto and not step
+                # consecutive keys: the audit rows take them in SQL, so a chunk's INSERT
+                # and its audit rows are held and go out together (one trip in all)
+                keyed = json_rows(db.compiler, pk) if group is auto and step else None
+                if keyed is not None:
+                    template = self._audit_values(INSERT, table, None, "ok", None, tags)
                 for chunk in _chunks(group, db.max_rows(len(names))):
                     stmt = db.compiler.insert_many(
                         info.table, names, len(chunk), pk_col if keys else None
@@ -1352,11 +1352,20 @@ class DbSession:
                     elif keys:
                         got = await conn.fetch_all(stmt.sql, stmt.params(flat))
                         # one statement assigns ascending ids in VALUES order
-                        for r, pk in zip(chunk, sorted(g[0] for g in got), strict=True):
-                            r[pk_i] = pk
+                        for r, key in zip(chunk, sorted(g[0] for g in got), strict=True):
+                            r[pk_i] = key
+                    elif keyed is not None:
+                        number = functools.partial(_number, chunk, pk_i, step=step)
+                        await conn.insert_held(stmt.sql, stmt.params(flat), number)
+                        changes = [info.audit_row(r) for r in chunk]
+                        for c in changes:
+                            del c[pk]
+                        await conn.execute(keyed.sql, keyed.keyed_params(template, step, changes))
                     else:
                         first = await conn.insert(stmt.sql, stmt.params(flat), False)
-                        _number(chunk, pk_i, first, step)  # type: ignore[arg-type]
+                        _number(chunk, pk_i, first, step)
+                if keyed is not None:
+                    continue
                 await self._audit_many(
                     conn,
                     INSERT,
@@ -1366,35 +1375,6 @@ class DbSession:
                 )
 
         return work
-
-    async def _insert_keyed(
-        self,
-        conn: Connection,
-        info: EntityInfo,
-        audit: JsonAuditRows,
-        group: list[list[Any]],
-        names: tuple[str, ...],
-        tags: tuple[str, ...],
-        step: int,
-    ) -> None:
-        """MySQL/MariaDB rows whose keys come ``step`` apart: each chunk's INSERT and its
-        audit rows go out together (held), and the rows get their keys once they have run."""
-        db = conn.db
-        pk, pk_i = info.pk.name, info.pk_index
-        idx = [info.names.index(n) for n in names]
-        template = self._audit_values(INSERT, info.table_name, None, "ok", None, tags)
-        for chunk in _chunks(group, min(db.max_rows(len(names)), audit.CHUNK)):
-            stmt = db.compiler.insert_many(info.table, names, len(chunk), None)
-            flat = [r[i] for r in chunk for i in idx]
-            await conn.insert_held(
-                stmt.sql, stmt.params(flat), functools.partial(_number, chunk, pk_i, step=step)
-            )
-            changes = []
-            for r in chunk:
-                row = info.audit_row(r)
-                del row[pk]
-                changes.append(row)
-            await conn.execute(audit.sql, audit.keyed_params(template, step, changes))
 
     async def _insert_rows_pg(
         self,
