@@ -1,12 +1,16 @@
-"""What the audit table's indexes cost a PostgreSQL ``insert_batch(100)``:
-``python -m benchmarks.audit_indexes``.
+"""What the audit rows cost a PostgreSQL ``insert_batch(100)``, by the audit table's
+indexes and by the rows' layout: ``python -m benchmarks.audit_indexes``.
 
 dbnexus's own batch statement for ``BenchUser`` (the rows and their audit rows in one
 statement, as ``insert_batch`` sends it) is sent from a bare asyncpg connection, in
-autocommit, against copies of the audit table that differ only in their indexes, and
-once with no audit rows at all. Each round runs every variant once in a shuffled
-order; the figures are medians with their 95% confidence interval. Each variant has
-its own tables (``bench_audix_*``), dropped at the end.
+autocommit, against copies of the audit table that differ only in their indexes;
+once with one audit row for the whole batch (every record's id and changes in one
+JSON array: a layout dbnexus does not use, measured to show what per-record rows
+cost); and once with no audit rows at all. The suite's raw column (asyncpg
+``executemany`` in a transaction, into a table of its own) runs in the same rounds as
+the reference. Each round runs every variant once in a shuffled order; the figures
+are medians with their 95% confidence interval. Each variant has its own tables
+(``bench_audix_*``), dropped at the end.
 """
 
 from __future__ import annotations
@@ -44,7 +48,12 @@ VARIANTS: dict[str, list[str]] = {
     "key and BRIN (ts)": ["CREATE INDEX ON {t} USING brin (ts)"],
     "key only": [],
 }
+ONE_ROW = "one audit row per batch (a JSON array of records), dbnexus's indexes"
 NO_AUDIT = "no audit rows (the rows' INSERT alone, in the same form)"
+RAW = "raw: asyncpg executemany in a transaction, no audit"
+#: the per-record audit values in the statement, and what ONE_ROW puts there instead
+PER_RECORD = "CAST(ins.id AS TEXT), 'ok', CAST(row_to_json(ins) AS JSON)"
+PER_BATCH = "NULL, 'ok', json_agg(json_build_array(CAST(ins.id AS TEXT), row_to_json(ins)))"
 
 
 async def measure(rounds: int) -> str:
@@ -62,7 +71,9 @@ async def measure(rounds: int) -> str:
     sqls: dict[str, str] = {}
     made: list[str] = []
     try:
-        for k, (name, indexes) in enumerate([*VARIANTS.items(), (NO_AUDIT, [])]):
+        dbnexus_indexes = next(iter(VARIANTS.values()))
+        layouts = [*VARIANTS.items(), (ONE_ROW, dbnexus_indexes), (NO_AUDIT, [])]
+        for k, (name, indexes) in enumerate(layouts):
             rows_t, audit_t = f"bench_audix_rows_{k}", f"bench_audix_audit_{k}"
             made += [rows_t, audit_t]
             for t in (rows_t, audit_t):
@@ -72,7 +83,11 @@ async def measure(rounds: int) -> str:
             for ddl in indexes:
                 await conn.execute(ddl.format(t=audit_t))
             sql = stmt.sql.replace(info.table_name, rows_t).replace(audit_table.name, audit_t)
-            if name == NO_AUDIT:
+            if name == ONE_ROW:
+                if PER_RECORD not in sql:
+                    raise RuntimeError(f"the batch statement changed: {sql}")
+                sql = sql.replace(PER_RECORD, PER_BATCH)
+            elif name == NO_AUDIT:
                 # the same rows' CTE and result; the audit values are still sent
                 head = sql[: sql.index("), aud AS (")]
                 sql = f"{head}) SELECT array_agg(ins.id ORDER BY ins.id), $4::TIMESTAMPTZ, "
@@ -90,25 +105,41 @@ async def measure(rounds: int) -> str:
 
             return timed
 
-        times = await interleaved({name: send(sql) for name, sql in sqls.items()}, rounds)
+        raw_t = "bench_audix_raw"
+        made.append(raw_t)
+        await conn.execute(f"DROP TABLE IF EXISTS {raw_t}")
+        await conn.execute(rows_ddl.replace(info.table_name, raw_t, 1))
+        raw_sql = f"INSERT INTO {raw_t} ({', '.join(COLUMNS)}) VALUES ($1, $2, $3)"
+
+        async def raw() -> float:
+            rows = maker.rows(BATCH_SIZE)
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                await conn.executemany(raw_sql, rows)
+            return time.perf_counter() - t0
+
+        parts = {name: send(sql) for name, sql in sqls.items()}
+        times = await interleaved({**parts, RAW: raw}, rounds)
         server = await conn.fetchval("SHOW server_version")
     finally:
         for t in made:
             await conn.execute(f"DROP TABLE IF EXISTS {t}")
         await conn.close()
     base = median_ci(times[next(iter(VARIANTS))])[0]
+    raw_us = median_ci(times[RAW])[0]
     out = [
         f"== insert_batch({BATCH_SIZE})'s statement on PostgreSQL {server}, by the audit "
-        f"table's indexes: {rounds} rounds, shuffled; medians with their 95% CI ==",
+        f"rows' indexes and layout: {rounds} rounds, shuffled; medians with their 95% CI ==",
         "",
-        f"{'audit table indexes':58}{'µs/batch':>9}{'95% CI':>16}{'batches/s':>11}"
-        f"{'x dbnexus':>11}",
+        f"{'audit rows':72}{'µs/batch':>9}{'95% CI':>16}{'batches/s':>11}"
+        f"{'x dbnexus':>11}{'x raw':>8}",
     ]
     for name, values in times.items():
         med, lo, hi = median_ci(values)
         ci = f"{fmt_us(lo)}-{fmt_us(hi)}"
         out.append(
-            f"{name:58}{fmt_us(med):>9}{ci:>16}{fmt_rate(1e6 / med):>11}{med / base:>10.2f}x"
+            f"{name:72}{fmt_us(med):>9}{ci:>16}{fmt_rate(1e6 / med):>11}{med / base:>10.2f}x"
+            f"{med / raw_us:>7.2f}x"
         )
     return "\n".join(out)
 
@@ -116,7 +147,7 @@ async def measure(rounds: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.audit_indexes",
-        description="The PostgreSQL batch statement against audit tables with other indexes.",
+        description="The PostgreSQL batch statement against other audit indexes and layouts.",
     )
     p.add_argument("--rounds", type=int, default=300, help="rounds of every variant (300)")
     args = p.parse_args(argv)

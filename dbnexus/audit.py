@@ -124,17 +124,19 @@ def batch_values(
 
 class JsonAuditRows:
     """Audit rows that share every value but ``(record_id, changes)``, as one
-    ``INSERT ... SELECT ... FROM JSON_TABLE(...)`` (MySQL 8, MariaDB 10.6 and later).
+    ``INSERT ... SELECT`` from a JSON document: ``JSON_TABLE`` on MySQL 8 and
+    MariaDB 10.6+, ``json_each`` on SQLite 3.38+.
 
-    The shared values are parameters once and the rows' own values one JSON
-    document, instead of nine parameters per row: PyMySQL renders parameters in
-    Python, one at a time (the document goes as a hex literal, see ``LongText``).
+    The shared values are parameters once and the rows' own values one document,
+    instead of nine parameters per row: PyMySQL renders parameters in Python, one
+    at a time (the document goes as a hex literal, see ``LongText``), and one
+    ``json.dumps`` of the document costs less than one per row.
 
-    With ``pk``, the rows are those of the multi-row INSERT just before on the
-    same connection, whose keys the client does not know yet: the n-th row's key
-    is ``LAST_INSERT_ID() + (n - 1) * step`` (consecutive keys, see the session),
-    and the document holds only each row's other columns. So the rows and their
-    audit rows go to the database together, in one trip.
+    With ``pk`` (MySQL and MariaDB only), the rows are those of the multi-row INSERT
+    just before on the same connection, whose keys the client does not know yet:
+    the n-th row's key is ``LAST_INSERT_ID() + (n - 1) * step`` (consecutive keys,
+    see the session), and the document holds only each row's other columns. So the
+    rows and their audit rows go to the database together, in one trip.
     """
 
     __slots__ = ("procs", "sql")
@@ -144,11 +146,21 @@ class JsonAuditRows:
     _SHARED = tuple(i for i in range(len(AUDIT_COLUMNS)) if i not in (_RECORD_ID, _CHANGES))
 
     def __init__(self, compiler: Any, pk: str | None = None) -> None:
-        q = compiler.dialect.identifier_preparer.quote
+        dialect = compiler.dialect
+        q = dialect.identifier_preparer.quote
         procs = compiler.bind_processors(audit_table, AUDIT_COLUMNS)
         self.procs = [procs[i] for i in self._SHARED]
+        mark = "%s"
         rows = "JSON_TABLE(CONVERT(%s USING utf8mb4), '$[*]' COLUMNS ({}))"
-        if pk is None:
+        order = ""
+        if dialect.name == "sqlite":
+            if pk is not None:
+                raise ValueError("keyed audit rows are MySQL's (LAST_INSERT_ID)")
+            mark, order = "?", " ORDER BY r.key"
+            # JSON text of the changes (a JSON null is SQL NULL, as in VALUES)
+            record_id, changes = "r.value ->> '$[0]'", "NULLIF(r.value -> '$[1]', 'null')"
+            source = "json_each(?)"
+        elif pk is None:
             record_id, changes = "r.record_id", "r.changes"
             # LONGTEXT: an over-long record id fails on the audit column as in VALUES
             source = rows.format("record_id LONGTEXT PATH '$[0]', changes JSON PATH '$[1]'")
@@ -165,12 +177,12 @@ class JsonAuditRows:
                 + " AS j)"
             )
         select = [
-            record_id if i == _RECORD_ID else changes if i == _CHANGES else "%s"
+            record_id if i == _RECORD_ID else changes if i == _CHANGES else mark
             for i in range(len(AUDIT_COLUMNS))
         ]
         self.sql = (
             f"INSERT INTO {q(audit_table.name)} ({', '.join(q(c) for c in AUDIT_COLUMNS)}) "
-            f"SELECT {', '.join(select)} FROM {source} AS r"
+            f"SELECT {', '.join(select)} FROM {source} AS r{order}"
         )
 
     def _shared(self, template: Sequence[Any]) -> list[Any]:
@@ -191,8 +203,9 @@ class JsonAuditRows:
 
 def json_rows(compiler: Any, pk: str | None = None) -> JsonAuditRows | None:
     """The :class:`JsonAuditRows` statement (with ``pk``: for the rows just inserted)
-    for a compiler's dialect, or None where the database has no ``JSON_TABLE``."""
-    if not compiler.json_table:
+    for a compiler's dialect, or None where the database cannot read rows out of a
+    JSON document."""
+    if not compiler.json_source:
         return None
     return compiler.memo(("audit_json_rows", pk), lambda: JsonAuditRows(compiler, pk))
 

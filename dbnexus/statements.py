@@ -393,10 +393,14 @@ class Compiler:
         self._cache_size = cache_size
         self._pg = dialect.name == "postgresql"
         self._memo: dict[Any, Any] = {}
-        #: the database has JSON_TABLE (MySQL 8.0.4, MariaDB 10.6 and later)
-        self.json_table = dialect.name == "mysql" and (dialect.server_version_info or ()) >= (
-            (10, 6) if getattr(dialect, "is_mariadb", False) else (8, 0, 4)
-        )
+        version = dialect.server_version_info or ()
+        #: the database reads rows out of a JSON document: JSON_TABLE (MySQL 8.0.4,
+        #: MariaDB 10.6 and later) or json_each (SQLite 3.38 and later, where the
+        #: JSON functions are built in)
+        self.json_source = (
+            dialect.name == "mysql"
+            and version >= ((10, 6) if getattr(dialect, "is_mariadb", False) else (8, 0, 4))
+        ) or (dialect.name == "sqlite" and version >= (3, 38))
 
     def entity(self, info: EntityInfo) -> EntityPlan:
         """The fixed statements of an entity (built on first use)."""

@@ -101,16 +101,17 @@ async def test_sql_in_values_of_held_statements_stays_data(make_pool, unique, tr
 
 
 async def test_both_forms_of_batch_audit_rows_record_the_same(make_pool, unique):
-    """MySQL 8 and MariaDB 10.6+ send a batch's audit rows as one JSON_TABLE document;
-    older servers (and the other databases) send VALUES: both record the same rows."""
+    """MySQL 8, MariaDB 10.6+ and SQLite 3.38+ send a batch's audit rows as one JSON
+    document (JSON_TABLE, json_each); older servers and PostgreSQL send VALUES: both
+    record the same rows."""
     User = make_user(unique("users"))
     table = entity_info(User).table_name
     pool = await make_pool(User)
     compiler = only_database(pool).compiler
     seen = []
-    for json_table in sorted({compiler.json_table, False}):
-        compiler.json_table = json_table
-        prefix = f"j{int(json_table)}"
+    for json_source in sorted({compiler.json_source, False}):
+        compiler.json_source = json_source
+        prefix = f"j{int(json_source)}"
         async with pool.session("alice", tags=["bulk"]) as s:
             made = await User.insert_batch(s, users(User, 3, prefix))
             await User.update_where(s, {"name": f"{prefix}1"}, {"age": 70})
