@@ -44,6 +44,16 @@ VARIANTS: dict[str, list[str]] = {
         "CREATE INDEX ON {t} (table_name, ts)",
         "CREATE INDEX ON {t} (user_id, ts)",
     ],
+    # the same two without b-tree deduplication (a batch's rows share their ts) ...
+    "the same, deduplicate_items = off": [
+        "CREATE INDEX ON {t} (table_name, ts) WITH (deduplicate_items = off)",
+        "CREATE INDEX ON {t} (user_id, ts) WITH (deduplicate_items = off)",
+    ],
+    # ... and with the key as a tie-breaker (audit_log orders by ts, then id)
+    "(table_name, ts, id), (user_id, ts, id)": [
+        "CREATE INDEX ON {t} (table_name, ts, id)",
+        "CREATE INDEX ON {t} (user_id, ts, id)",
+    ],
     "key and (table_name, ts)": ["CREATE INDEX ON {t} (table_name, ts)"],
     "key and BRIN (ts)": ["CREATE INDEX ON {t} USING brin (ts)"],
     "key only": [],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .errors import ConfigError, DatabaseError, IntegrityError, MissingDependencyError
@@ -19,19 +19,35 @@ __all__ = [
     "ALL",
     "COMMIT",
     "EXEC",
+    "FLUSH",
     "INSERT",
     "ONE",
     "RETURNING",
     "Driver",
     "Held",
     "LongText",
+    "Then",
     "driver_for",
 ]
 
 Row = Sequence[Any]
+
+
+class Then:
+    """What follows a held query in the same trip (drivers with ``runs_python``):
+    ``fn(row)`` gets the query's first row (None if none) and returns the statements
+    to run next, as ``(sql, params)`` pairs."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Row | None], Iterable[tuple[str, Sequence[Any]]]]) -> None:
+        self.fn = fn
+
+
 #: a statement sent ahead of another in one trip, and what takes the key it
-#: generated (an INSERT whose key is read only once it has run), if anything
-Held = tuple[str, Sequence[Any], Callable[[Any], None] | None]
+#: generated (an INSERT whose key is read only once it has run) or what follows
+#: it (:class:`Then`), if anything
+Held = tuple[str, Sequence[Any], Callable[[Any], None] | Then | None]
 
 
 class LongText(str):
@@ -52,6 +68,7 @@ INSERT = "insert"  #: the key it generated
 RETURNING = "returning"  #: the first column of its first row (INSERT ... RETURNING)
 EXEC = "exec"  #: nothing
 COMMIT = "commit"  #: nothing: the statement is ignored, the transaction commits
+FLUSH = "flush"  #: nothing: the statement is ignored (only ``before`` runs)
 
 
 class Driver:
@@ -60,6 +77,8 @@ class Driver:
     name = "?"
     #: can send several statements in one trip (:meth:`run`)
     pipelines = False
+    #: runs Python between the statements of one trip (a held query's :class:`Then`)
+    runs_python = False
     #: the statement :meth:`begin` sends
     begin_sql = "BEGIN"
     #: savepoint statements (all three dialects use the standard syntax)
@@ -92,7 +111,8 @@ class Driver:
         self, conn: Any, before: Sequence[Held], last: str, sql: str, params: Sequence[Any]
     ) -> Any:
         """Run ``before`` and then ``sql``, in one trip to the database; return what
-        ``last`` (ONE, ALL, INSERT, RETURNING, EXEC, COMMIT) says of ``sql``.
+        ``last`` (ONE, ALL, INSERT, RETURNING, EXEC, COMMIT, FLUSH: ``before`` only)
+        says of ``sql``.
 
         Of ``before``, only the keys their own callbacks want are read. Only for
         drivers with ``pipelines``. A failing statement stops the ones after it.
@@ -213,7 +233,7 @@ class AiomysqlDriver(Driver):
                 text = ";\n".join([*(self.render(conn, s, p) for s, p, _ in before), text])
             await cur.execute(text)
             for _, _, on_key in before:
-                if on_key is not None:
+                if callable(on_key):  # (no Then here: aiomysql does not run Python)
                     on_key(cur.lastrowid)
                 await cur.nextset()
             if last == ONE:
@@ -258,6 +278,8 @@ class AiosqliteDriver(Driver):
         # run() queues a function for aiosqlite's thread as its own methods do
         # (Connection._execute); without it, one trip per statement
         self.pipelines = callable(getattr(aiosqlite.Connection, "_execute", None))
+        # run() is a Python function in that thread: it can read a row and go on
+        self.runs_python = self.pipelines
         self._integrity = sqlite3.IntegrityError
         self._errors = (sqlite3.Error, ValueError)
 
@@ -308,13 +330,20 @@ class AiosqliteDriver(Driver):
 
 def _run_sqlite(db: Any, before: Sequence[Held], last: str, sql: str, params: Sequence[Any]) -> Any:
     """:meth:`AiosqliteDriver.run` in aiosqlite's thread, on its ``sqlite3`` connection."""
-    for s, p, on_key in before:
+    for s, p, after in before:
         cur = db.execute(s, p)
-        if on_key is not None:
-            on_key(cur.lastrowid)
-        cur.close()
+        try:
+            if isinstance(after, Then):
+                for s2, p2 in after.fn(cur.fetchone()):
+                    db.execute(s2, p2).close()
+            elif after is not None:
+                after(cur.lastrowid)
+        finally:
+            cur.close()
     if last == COMMIT:
         db.commit()
+        return None
+    if last == FLUSH:
         return None
     cur = db.execute(sql, params)
     try:

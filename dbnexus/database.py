@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +19,20 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
-from .backends import ALL, COMMIT, EXEC, INSERT, ONE, RETURNING, Driver, Held, Row, driver_for
+from .backends import (
+    ALL,
+    COMMIT,
+    EXEC,
+    FLUSH,
+    INSERT,
+    ONE,
+    RETURNING,
+    Driver,
+    Held,
+    Row,
+    Then,
+    driver_for,
+)
 from .config import PoolSettings, parse_url
 from .errors import DatabaseError, DbNexusError, PoolTimeout, ShardError
 from .statements import Compiler
@@ -43,6 +56,8 @@ class Connection:
     run: :meth:`insert_held`): they travel with the next statement that returns
     something, or with COMMIT. The database runs them in the same
     order; an error in one surfaces there, before the transaction commits.
+    On aiosqlite a read whose row the next statements need can be held too
+    (:meth:`fetch_then`): those statements are made from it in aiosqlite's thread.
     Held statements go out once they hold ``HOLD_LIMIT`` parameters, so one
     query stays far below the server's packet limit (``update_where`` over many
     rows holds an UPDATE per row).
@@ -105,6 +120,27 @@ class Connection:
         else:
             on_key(await self.insert(sql, params, False))
 
+    async def fetch_then(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        then: Callable[[Row | None], Iterable[tuple[str, Sequence[Any]]]],
+    ) -> None:
+        """Run a query, then the statements ``then(row)`` makes of its first row
+        (None if it has none).
+
+        Held, query and all, in a transaction begun with ``hold=True`` on a driver
+        that runs Python within a trip (aiosqlite: ``then`` runs in its thread, and
+        what ``then`` raises surfaces where the held statements go out). Elsewhere the
+        query runs now and its statements are held like :meth:`execute`.
+        """
+        if self._holding and self.driver.runs_python:
+            await self._hold(sql, params, Then(then))
+            return
+        row = await self.fetch_one(sql, params)
+        for s, p in then(row):
+            await self.execute(s, p)
+
     async def _hold(self, sql: str, params: Sequence[Any], on_key: Any) -> None:
         self._held.append((sql, params, on_key))
         self._weight += len(params) + 1
@@ -130,10 +166,13 @@ class Connection:
         """Send what is held, without committing."""
         if self._held:
             held = self._take()
+            if self.driver.runs_python:
+                await self.driver.run(self.raw, held, FLUSH, "", ())
+                return
             sql, params, on_key = held.pop()
             last = EXEC if on_key is None else INSERT
             key = await self.driver.run(self.raw, held, last, sql, params)
-            if on_key is not None:
+            if callable(on_key):
                 on_key(key)
 
     async def commit(self) -> None:

@@ -591,9 +591,22 @@ class DbSession:
         changes: Any,
         tags: Sequence[str],
     ) -> None:
-        plan = insert_plan(conn.db.compiler)
-        values = self._audit_values(action, table, record_id, "ok", changes, tags)
-        await conn.execute(plan.sql, plan.params(values))
+        await conn.execute(*self._audit_statement(conn.db, action, table, record_id, changes, tags))
+
+    def _audit_statement(
+        self,
+        db: Database,
+        action: str,
+        table: str,
+        record_id: Any,
+        changes: Any,
+        tags: Sequence[str],
+    ) -> tuple[str, Sequence[Any]]:
+        """The INSERT of one ``ok`` audit row on ``db``, and its parameters."""
+        plan = insert_plan(db.compiler)
+        return plan.sql, plan.params(
+            self._audit_values(action, table, record_id, "ok", changes, tags)
+        )
 
     async def _audit_many(
         self,
@@ -1143,9 +1156,8 @@ class DbSession:
 
                 async def work(conn: Connection, plan: Any = plan, members: list[int] = members):
                     for i in members:
-                        olds[i] = await self._update_row(
-                            conn, info, plan, pks[i], rows[i], all_tags
-                        )
+                        old_to = functools.partial(olds.__setitem__, i)
+                        await self._update_row(conn, info, plan, pks[i], rows[i], all_tags, old_to)
 
                 jobs.append((db, [pks[i] for i in members], work))
             single = len(objs) == 1 and db.compiler.entity(info).audited_update is not None
@@ -1170,27 +1182,49 @@ class DbSession:
         pk: Any,
         values: list[Any],
         tags: tuple[str, ...],
-        *,
-        action: str = UPDATE,
-    ) -> tuple[Any, ...]:
-        """Lock the row, write ``values`` (system fields kept), audit; returns the old row."""
+        on_old: Callable[[tuple[Any, ...]], None],
+    ) -> None:
+        """Lock the row, write ``values`` (system fields kept), audit; ``on_old`` gets
+        the old row. NotFound if there is no row (or it is soft-deleted)."""
         pg = plan.audited_update
-        if pg is not None and action == UPDATE:
-            return await self._update_row_pg(conn, info, plan, pg, pk, values, tags)
-        old = await _lock_row(conn, plan, pk)
-        if old is None or (
-            info.soft_delete and action == UPDATE and old[info.deleted_index] is not None
-        ):
-            raise NotFound(info.table_name, pk)
+        if pg is not None:
+            on_old(await self._update_row_pg(conn, info, plan, pg, pk, values, tags))
+            return
+        db, table = conn.db, info.table_name
+
+        def then(row: Sequence[Any] | None) -> list[tuple[str, Sequence[Any]]]:
+            old = None if row is None else plan.decode(row)
+            if old is None or (info.soft_delete and old[info.deleted_index] is not None):
+                raise NotFound(table, pk)
+            on_old(old)
+            return self._update_statements(db, info, plan, pk, old, values, tags, UPDATE)
+
+        lock = plan.by_pk_for_update
+        await conn.fetch_then(lock.sql, lock.params((pk,)), then)
+
+    def _update_statements(
+        self,
+        db: Database,
+        info: EntityInfo,
+        plan: Any,
+        pk: Any,
+        old: Sequence[Any],
+        values: list[Any],
+        tags: tuple[str, ...],
+        action: str,
+    ) -> list[tuple[str, Sequence[Any]]]:
+        """The UPDATE that writes ``values`` over ``old`` (system fields kept; a restore
+        clears ``deleted_at``) and its audit row's INSERT."""
         self._keep_system_values(info, old, values, keep_deleted=action == UPDATE)
         changes = {
             n: [info.audit_value(n, a), info.audit_value(n, b)]
             for n, (a, b) in _diff(info, old, values).items()
         }
         upd = plan.update_by_pk
-        await conn.execute(upd.sql, upd.params([*values, pk]))
-        await self._audit_in(conn, action, info.table_name, pk, changes, tags)
-        return old
+        return [
+            (upd.sql, upd.params([*values, pk])),
+            self._audit_statement(db, action, info.table_name, pk, changes, tags),
+        ]
 
     async def delete(
         self, cls: type, id: Any, *, tags: Sequence[str] | None = None, shard_key: Any = None
@@ -1223,26 +1257,26 @@ class DbSession:
         plan = db.compiler.entity(info)
         old_values: list[Any] = []
 
-        async def work(conn: Connection) -> None:
-            if info.soft_delete and not purge:
-                old = await _lock_row(conn, plan, id)
-                if old is None or old[info.deleted_index] is not None:
-                    raise NotFound(table, id)
-                new = list(old)
-                new[info.deleted_index] = utcnow()
-                await conn.execute(plan.update_by_pk.sql, plan.update_by_pk.params([*new, id]))
-            elif plan.delete_returning:
-                row = await conn.fetch_one(plan.delete_by_pk.sql, plan.delete_by_pk.params((id,)))
-                old = plan.decode(row) if row is not None else None
-            else:
-                old = await _lock_row(conn, plan, id)
-                if old is not None:
-                    await conn.execute(plan.delete_by_pk.sql, plan.delete_by_pk.params((id,)))
-            if old is None:
+        soft = info.soft_delete and not purge
+        # the row comes back from the DELETE where the dialect allows; else it is locked first
+        query = plan.delete_by_pk if plan.delete_returning and not soft else plan.by_pk_for_update
+
+        def then(row: Sequence[Any] | None) -> list[tuple[str, Sequence[Any]]]:
+            old = None if row is None else plan.decode(row)
+            if old is None or (soft and old[info.deleted_index] is not None):
                 raise NotFound(table, id)
             old_values.extend(old)
-            changes = info.audit_row(old)
-            await self._audit_in(conn, action, table, id, changes, all_tags)
+            audit = self._audit_statement(db, action, table, id, info.audit_row(old), all_tags)
+            if soft:
+                new = list(old)
+                new[info.deleted_index] = utcnow()
+                return [(plan.update_by_pk.sql, plan.update_by_pk.params([*new, id])), audit]
+            if query is plan.delete_by_pk:
+                return [audit]
+            return [(plan.delete_by_pk.sql, plan.delete_by_pk.params((id,))), audit]
+
+        async def work(conn: Connection) -> None:
+            await conn.fetch_then(query.sql, query.params((id,)), then)
 
         try:
             await self._write(db, (db.name, table), [id], work)
@@ -1419,14 +1453,18 @@ class DbSession:
         plan = db.compiler.entity(info)
         result: list[Any] = []
 
-        async def work(conn: Connection) -> None:
-            old = await _lock_row(conn, plan, id)
+        def then(row: Sequence[Any] | None) -> list[tuple[str, Sequence[Any]]]:
+            old = None if row is None else plan.decode(row)
             if old is None or old[info.deleted_index] is None:
                 raise NotFound(table, id)
             values = list(old)
             values[info.deleted_index] = None
-            await self._update_row(conn, info, plan, id, values, all_tags, action="restore")
             result[:] = [old, values]
+            return self._update_statements(db, info, plan, id, old, values, all_tags, "restore")
+
+        async def work(conn: Connection) -> None:
+            lock = plan.by_pk_for_update
+            await conn.fetch_then(lock.sql, lock.params((id,)), then)
 
         try:
             await self._write(db, (db.name, table), [id], work)
@@ -1847,13 +1885,6 @@ def _delete_in(info: EntityInfo, n: int) -> Any:
     return sa.delete(info.table).where(
         pk.in_([sa.bindparam(f"p{i}", type_=pk.type) for i in range(n)])
     )
-
-
-async def _lock_row(conn: Connection, plan: Any, pk: Any) -> tuple[Any, ...] | None:
-    """The row with key ``pk``, locked until the transaction ends (None if there is none)."""
-    stmt = plan.by_pk_for_update
-    row = await conn.fetch_one(stmt.sql, stmt.params((pk,)))
-    return None if row is None else plan.decode(row)
 
 
 def _diff(info: EntityInfo, old: Sequence[Any], new: Sequence[Any]) -> dict[str, tuple[Any, Any]]:

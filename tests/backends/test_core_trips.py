@@ -11,8 +11,9 @@ import json
 
 import pytest
 from test_core_support import make_user, users
+from test_query_support import make_note
 
-from dbnexus import IntegrityError, entity_info
+from dbnexus import IntegrityError, NotFound, entity_info
 
 pytestmark = pytest.mark.backend
 
@@ -325,6 +326,96 @@ async def test_a_failing_row_of_a_one_trip_batch_writes_nothing(make_pool, uniqu
     assert sorted(r.record_id for r in inserts if r.outcome == "ok") == sorted(
         str(u.id) for u in [first, *again]
     )
+
+
+async def test_sqlite_single_row_writes_read_the_old_row_and_commit_in_one_trip(
+    make_pool, unique, backend, monkeypatch
+):
+    """On aiosqlite an update, a (soft) delete and a restore need the old row for their
+    audit rows, and still go to aiosqlite's thread once: BEGIN, the read, the write,
+    the audit row and COMMIT run there in one call."""
+    if backend != "sqlite":
+        pytest.skip("running Python between statements in one trip is aiosqlite's")
+    import aiosqlite
+
+    User, Note = make_user(unique("users")), make_note(unique("notes"))
+    pool = await make_pool(User, Note, max_connections=1)
+    calls = []
+    execute = aiosqlite.Connection._execute
+
+    async def counted(self, fn, *args, **kwargs):
+        calls.append(getattr(fn, "__name__", fn))
+        return await execute(self, fn, *args, **kwargs)
+
+    async def trips(op):
+        calls.clear()
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        try:
+            await op
+        finally:
+            monkeypatch.setattr(aiosqlite.Connection, "_execute", execute)
+        return len(calls)
+
+    async with pool.session("alice") as s:
+        u, v = await User.insert_batch(s, users(User, 2))
+        (n,) = await Note.insert_batch(s, [Note(title="a")])
+        u.age = 40
+        assert await trips(User.update(s, u)) == 1
+        assert await trips(User.delete(s, v.id)) == 1
+        assert await trips(Note.delete(s, n.id)) == 1
+        assert await trips(Note.restore(s, n.id)) == 1
+        assert await trips(Note.purge(s, n.id)) == 1
+        v.age = 41
+        with pytest.raises(NotFound):  # raised in aiosqlite's thread, before COMMIT
+            await User.update(s, v)
+        assert (await User.find_by_id(s, u.id)).age == 40
+        assert await User.find_by_id(s, v.id) is None
+        assert await Note.count(s, include_deleted=True) == 0
+    audit = [(r.table_name, r.action, r.outcome) for r in await pool.audit_log(limit=None)]
+    user_t, note_t = entity_info(User).table_name, entity_info(Note).table_name
+    assert audit[:6] == [
+        (user_t, "update", "error"),
+        (note_t, "purge", "ok"),
+        (note_t, "restore", "ok"),
+        (note_t, "delete", "ok"),
+        (user_t, "delete", "ok"),
+        (user_t, "update", "ok"),
+    ]
+
+
+async def test_reads_that_writes_depend_on_run_in_order_and_fail_whole(make_pool, unique, trips):
+    """An update_batch reads each old row before writing it (in one trip on aiosqlite):
+    the audit rows carry each row's own diff, and a missing row fails the whole batch
+    with nothing written; in a transaction NotFound comes at the call itself."""
+    User = make_user(unique("users"))
+    table = entity_info(User).table_name
+    pool = await make_pool(User, max_connections=1)
+    set_trips(pool, trips)
+    async with pool.session("alice") as s:
+        made = await User.insert_batch(s, users(User, 4))
+        for k, u in enumerate(made):
+            u.age = 50 + k
+        made[3].name = "renamed"
+        await User.update_batch(s, made)
+        changes = {
+            r.record_id: r.changes for r in await pool.audit_log(table=table, action="update")
+        }
+        assert changes == {
+            str(u.id): {"age": [20 + k, 50 + k]} | ({"name": ["u3", "renamed"]} if k == 3 else {})
+            for k, u in enumerate(made)
+        }
+        await User.delete(s, made[2].id)
+        for u in made:
+            u.age += 1
+        with pytest.raises(NotFound) as err:
+            await User.update_batch(s, made)
+        assert err.value.record_id == made[2].id
+        assert [u.age for u in await User.find_all(s, order_by="id")] == [50, 51, 53]
+        async with s.transaction():
+            with pytest.raises(NotFound):
+                await User.update(s, made[2])
+            await User.update(s, made[0])
+        assert (await User.find_by_id(s, made[0].id)).age == 51
 
 
 async def _autoinc(db):
