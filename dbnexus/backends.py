@@ -228,10 +228,10 @@ class AiomysqlDriver(Driver):
             # aiomysql connections accept several statements per query
             if last == COMMIT:
                 sql, params = "COMMIT", ()
-            text = self.render(conn, sql, params)
-            if before:
-                text = ";\n".join([*(self.render(conn, s, p) for s, p, _ in before), text])
-            await cur.execute(text)
+            parts = [self.render(conn, s, p) for s, p, _ in before]
+            if last != FLUSH:
+                parts.append(self.render(conn, sql, params))
+            await cur.execute(";\n".join(parts))
             for _, _, on_key in before:
                 if callable(on_key):  # (no Then here: aiomysql does not run Python)
                     on_key(cur.lastrowid)
@@ -278,10 +278,13 @@ class AiosqliteDriver(Driver):
         # run() queues a function for aiosqlite's thread as its own methods do
         # (Connection._execute); without it, one trip per statement
         self.pipelines = callable(getattr(aiosqlite.Connection, "_execute", None))
-        # run() is a Python function in that thread: it can read a row and go on
-        self.runs_python = self.pipelines
         self._integrity = sqlite3.IntegrityError
         self._errors = (sqlite3.Error, ValueError)
+
+    @property
+    def runs_python(self) -> bool:  # type: ignore[override]
+        # run() is a Python function in aiosqlite's thread: it can read a row and go on
+        return self.pipelines
 
     async def setup(self, conn: Any) -> None:
         await conn.execute("PRAGMA foreign_keys=ON")

@@ -165,15 +165,7 @@ class Connection:
     async def flush(self) -> None:
         """Send what is held, without committing."""
         if self._held:
-            held = self._take()
-            if self.driver.runs_python:
-                await self.driver.run(self.raw, held, FLUSH, "", ())
-                return
-            sql, params, on_key = held.pop()
-            last = EXEC if on_key is None else INSERT
-            key = await self.driver.run(self.raw, held, last, sql, params)
-            if callable(on_key):
-                on_key(key)
+            await self.driver.run(self.raw, self._take(), FLUSH, "", ())
 
     async def commit(self) -> None:
         self._holding = False

@@ -1190,12 +1190,10 @@ class DbSession:
         if pg is not None:
             on_old(await self._update_row_pg(conn, info, plan, pg, pk, values, tags))
             return
-        db, table = conn.db, info.table_name
+        db = conn.db
 
         def then(row: Sequence[Any] | None) -> list[tuple[str, Sequence[Any]]]:
-            old = None if row is None else plan.decode(row)
-            if old is None or (info.soft_delete and old[info.deleted_index] is not None):
-                raise NotFound(table, pk)
+            old = _existing(info, plan, row, pk, deleted=False if info.soft_delete else None)
             on_old(old)
             return self._update_statements(db, info, plan, pk, old, values, tags, UPDATE)
 
@@ -1262,9 +1260,7 @@ class DbSession:
         query = plan.delete_by_pk if plan.delete_returning and not soft else plan.by_pk_for_update
 
         def then(row: Sequence[Any] | None) -> list[tuple[str, Sequence[Any]]]:
-            old = None if row is None else plan.decode(row)
-            if old is None or (soft and old[info.deleted_index] is not None):
-                raise NotFound(table, id)
+            old = _existing(info, plan, row, id, deleted=False if soft else None)
             old_values.extend(old)
             audit = self._audit_statement(db, action, table, id, info.audit_row(old), all_tags)
             if soft:
@@ -1454,9 +1450,7 @@ class DbSession:
         result: list[Any] = []
 
         def then(row: Sequence[Any] | None) -> list[tuple[str, Sequence[Any]]]:
-            old = None if row is None else plan.decode(row)
-            if old is None or old[info.deleted_index] is None:
-                raise NotFound(table, id)
+            old = _existing(info, plan, row, id, deleted=True)
             values = list(old)
             values[info.deleted_index] = None
             result[:] = [old, values]
@@ -1885,6 +1879,17 @@ def _delete_in(info: EntityInfo, n: int) -> Any:
     return sa.delete(info.table).where(
         pk.in_([sa.bindparam(f"p{i}", type_=pk.type) for i in range(n)])
     )
+
+
+def _existing(
+    info: EntityInfo, plan: Any, row: Sequence[Any] | None, pk: Any, *, deleted: bool | None
+) -> tuple[Any, ...]:
+    """The decoded row a write needs, or NotFound: also when ``deleted`` (True: it must
+    be soft-deleted, False: it must not be; None: either) does not hold."""
+    old = None if row is None else plan.decode(row)
+    if old is None or (deleted is not None and (old[info.deleted_index] is not None) != deleted):
+        raise NotFound(info.table_name, pk)
+    return old
 
 
 def _diff(info: EntityInfo, old: Sequence[Any], new: Sequence[Any]) -> dict[str, tuple[Any, Any]]:

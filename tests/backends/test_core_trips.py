@@ -30,6 +30,14 @@ def trips(request):
     return request.param
 
 
+async def one_connection(make_pool, unique, trips):
+    """A ``User`` entity, its table name and a pool of one connection sending ``trips``."""
+    User = make_user(unique("users"))
+    pool = await make_pool(User, max_connections=1)
+    set_trips(pool, trips)
+    return User, entity_info(User).table_name, pool
+
+
 def set_trips(pool, trips):
     db = only_database(pool)
     if trips != "pipelined":
@@ -39,10 +47,7 @@ def set_trips(pool, trips):
 async def test_a_failing_held_update_undoes_the_write_and_the_connection_stays_usable(
     make_pool, unique, trips
 ):
-    User = make_user(unique("users"))
-    table = entity_info(User).table_name
-    pool = await make_pool(User, max_connections=1)
-    set_trips(pool, trips)
+    User, table, pool = await one_connection(make_pool, unique, trips)
     async with pool.session("alice") as s:
         a, b = await User.insert_batch(s, users(User, 2))
         b.email, b.age = a.email, 99
@@ -60,10 +65,7 @@ async def test_a_failing_held_update_undoes_the_write_and_the_connection_stays_u
 
 
 async def test_a_failing_bulk_update_writes_nothing(make_pool, unique, trips):
-    User = make_user(unique("users"))
-    table = entity_info(User).table_name
-    pool = await make_pool(User, max_connections=1)
-    set_trips(pool, trips)
+    User, table, pool = await one_connection(make_pool, unique, trips)
     async with pool.session("alice") as s:
         await User.insert_batch(s, users(User, 3))
         # the second row's UPDATE breaks the unique email: the first must not stay
@@ -308,10 +310,7 @@ async def test_a_mysql_batch_and_its_audit_rows_go_out_in_one_trip(
 
 
 async def test_a_failing_row_of_a_one_trip_batch_writes_nothing(make_pool, unique, trips):
-    User = make_user(unique("users"))
-    table = entity_info(User).table_name
-    pool = await make_pool(User, max_connections=1)
-    set_trips(pool, trips)
+    User, table, pool = await one_connection(make_pool, unique, trips)
     async with pool.session("alice") as s:
         (first,) = await User.insert_batch(s, users(User, 1, "first"))
         batch = users(User, 3, "second")
@@ -387,10 +386,7 @@ async def test_reads_that_writes_depend_on_run_in_order_and_fail_whole(make_pool
     """An update_batch reads each old row before writing it (in one trip on aiosqlite):
     the audit rows carry each row's own diff, and a missing row fails the whole batch
     with nothing written; in a transaction NotFound comes at the call itself."""
-    User = make_user(unique("users"))
-    table = entity_info(User).table_name
-    pool = await make_pool(User, max_connections=1)
-    set_trips(pool, trips)
+    User, table, pool = await one_connection(make_pool, unique, trips)
     async with pool.session("alice") as s:
         made = await User.insert_batch(s, users(User, 4))
         for k, u in enumerate(made):
