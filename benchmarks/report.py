@@ -21,6 +21,7 @@ class Cell:
 
     stats: Stats | None = None
     na: str | None = None
+    failed: bool = False  # n/a because something broke, not by design
     note: str | None = None
     checks: list[str] = field(default_factory=list)  # commit checks run afterwards
     ratios: dict[str, float] = field(default_factory=dict)

@@ -102,7 +102,7 @@ async def run_case(
             continue
         except Exception as exc:
             log(f"    {impl.key}: {case.key} failed:\n{traceback.format_exc()}")
-            cells[impl.key] = Cell(na=f"failed: {describe(exc)}")
+            cells[impl.key] = Cell(na=f"failed: {describe(exc)}", failed=True)
             continue
         timers.append((impl, timer))
     # Interleave the repetitions (A B C A B C ...) so drift touches every column alike.
@@ -112,7 +112,7 @@ async def run_case(
                 await timer.repetition()
             except Exception as exc:
                 log(f"    {impl.key}: {case.key} failed:\n{traceback.format_exc()}")
-                cells[impl.key] = Cell(na=f"failed: {describe(exc)}")
+                cells[impl.key] = Cell(na=f"failed: {describe(exc)}", failed=True)
                 timers.remove((impl, timer))
     for impl, timer in timers:
         cells[impl.key] = Cell(stats=timer.stats(), note=timer.op.note)
@@ -208,7 +208,7 @@ async def run_backend(
                     data.shards = shardset
             cells = await run_case(case, live, datasets, admin, settings)
             for key, reason in failed.items():
-                cells[key] = Cell(na=reason)
+                cells[key] = Cell(na=reason, failed=True)
             rows[case.key] = cells
             log(f"  {case.key}: {time.perf_counter() - t0:.1f} s")
     finally:
@@ -318,6 +318,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, help="repetitions per figure (default 15, quick 3)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
     p.add_argument("--seed-rows", type=int, help="rows per table (default 20000, quick 4000)")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if a backend or a column failed or a commit check did (n/a by design is fine)",
+    )
     return p.parse_args(argv)
 
 
@@ -442,7 +447,26 @@ async def amain(args: argparse.Namespace) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(to_json(doc), indent=2, ensure_ascii=False) + "\n")
     print(f"runtime: {doc['seconds']:.1f} s; JSON written to {args.json}")
-    return 0
+    problems = failures(doc)
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    return 1 if args.strict and problems else 0
+
+
+def failures(doc: dict[str, Any]) -> list[str]:
+    """What broke in a run: a backend that did not run, a cell with no figure because
+    something failed (not one that is n/a by design), a failed commit check."""
+    out = []
+    for name, result in doc["backends"].items():
+        if "error" in result:
+            out.append(f"{name}: {result['error']}")
+            continue
+        for case, cells in result["cases"].items():
+            for key, cell in cells.items():
+                if cell.failed:
+                    out.append(f"{name}, {case}, {key}: {cell.na}")
+                out += [f"{name}, {case}, {key}: {c}" for c in cell.checks if "FAILED" in c]
+    return out
 
 
 def _cpus() -> int | None:
