@@ -465,7 +465,7 @@ def failures(doc: dict[str, Any]) -> list[str]:
             for key, cell in cells.items():
                 if cell.failed:
                     out.append(f"{name}, {case}, {key}: {cell.na}")
-                out += [f"{name}, {case}, {key}: {c}" for c in cell.checks if "FAILED" in c]
+                out += [f"{name}, {case}, {key}: {c}" for c in cell.checks if c.startswith("FAILED")]
     return out
 
 
