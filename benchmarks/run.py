@@ -465,7 +465,8 @@ def failures(doc: dict[str, Any]) -> list[str]:
             for key, cell in cells.items():
                 if cell.failed:
                     out.append(f"{name}, {case}, {key}: {cell.na}")
-                out += [f"{name}, {case}, {key}: {c}" for c in cell.checks if c.startswith("FAILED")]
+                failed_checks = [c for c in cell.checks if c.startswith("FAILED")]
+                out += [f"{name}, {case}, {key}: {c}" for c in failed_checks]
     return out
 
 
