@@ -86,10 +86,11 @@ class Statement:
         }
         processed = insert_plan(db.compiler).params([values[c] for c in AUDIT_COLUMNS])
         self.audit = [processed[i] for i in self.plan.AUDIT_PARAMS]
-        self.sql = self.plan.sql
+        #: the form the suite's rows go in (see PgBatchInsert.bind)
+        self.sql = self.bind(RowMaker("form").rows(2))[0]
 
-    def params(self, rows: list[tuple[Any, ...]]) -> list[Any]:
-        return self.plan.params([(None, *r) for r in rows], self.audit)
+    def bind(self, rows: list[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+        return self.plan.bind([(None, *r) for r in rows], self.audit)
 
 
 def timed(fn: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[float]]:
@@ -126,9 +127,8 @@ async def explain(conn: Any, stmt: Statement, rows: RowMaker, times: int) -> dic
     per_table: dict[str, dict[str, list[float]]] = {}
     total: list[float] = []
     for _ in range(times):
-        doc = await conn.fetchval(
-            "EXPLAIN (ANALYZE, WAL, FORMAT JSON) " + stmt.sql, *stmt.params(rows.rows(BATCH_SIZE))
-        )
+        sql, args = stmt.bind(rows.rows(BATCH_SIZE))
+        doc = await conn.fetchval("EXPLAIN (ANALYZE, WAL, FORMAT JSON) " + sql, *args)
         plan = json.loads(doc)[0]
         total.append(plan["Execution Time"] * 1e3)
         stack = [plan["Plan"]]
@@ -181,12 +181,13 @@ async def profile(batches: int, explains: int, seed_count: int) -> str:
         rows = RowMaker("profile")
 
         def send(conn: Any) -> Callable[[], Awaitable[object]]:
-            prepared: list[Any] = []
+            prepared: dict[str, Any] = {}
 
             async def op() -> object:
-                if not prepared:
-                    prepared.append(await conn.prepare(stmt.sql))
-                return await prepared[0].fetchval(*stmt.params(rows.rows(BATCH_SIZE)))
+                sql, args = stmt.bind(rows.rows(BATCH_SIZE))
+                if sql not in prepared:
+                    prepared[sql] = await conn.prepare(sql)
+                return await prepared[sql].fetchval(*args)
 
             return op
 
@@ -204,9 +205,7 @@ async def profile(batches: int, explains: int, seed_count: int) -> str:
             objs = [BenchUser(name=n, email=e, age=a) for n, e, a in rows.rows(BATCH_SIZE)]
             conn = await db.acquire()
             try:
-                got = await conn.fetch_one(
-                    stmt.sql, stmt.plan.params(list(map(read, objs)), stmt.audit)
-                )
+                got = await conn.fetch_one(*stmt.plan.bind(list(map(read, objs)), stmt.audit))
             finally:
                 await db.release(conn)
             for obj, key in zip(objs, got[0], strict=True):  # type: ignore[index]

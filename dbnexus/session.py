@@ -1422,7 +1422,7 @@ class DbSession:
         # the same for every row of the batch; the database renders each row's changes
         audit = self._audit_params(db, stmt.AUDIT_PARAMS, INSERT, info.table_name, None, None, tags)
         for chunk in _chunks(group, 5000):
-            got = await conn.fetch_one(stmt.sql, stmt.params(chunk, audit))
+            got = await conn.fetch_one(*stmt.bind(chunk, audit))
             if auto:
                 # one statement assigns ascending ids in row order
                 for r, pk in zip(chunk, got[0], strict=True):  # type: ignore[index]

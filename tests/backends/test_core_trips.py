@@ -13,7 +13,7 @@ import pytest
 from test_core_support import make_user, users
 from test_query_support import make_note
 
-from dbnexus import IntegrityError, NotFound, entity_info
+from dbnexus import DatabaseError, IntegrityError, NotFound, entity_info
 
 pytestmark = pytest.mark.backend
 
@@ -420,3 +420,63 @@ async def _autoinc(db):
         return await db.autoinc(conn)
     finally:
         await db.release(conn)
+
+
+#: str values a batch must carry as they are: PostgreSQL sends a batch's str and int
+#: columns as one text each (split by the database), or as arrays when they cannot go so
+AWKWARD = [
+    "",
+    "1,2",
+    '{x,"y"}',
+    "NULL",
+    "\\N",
+    "tab\there\nnewline",
+    "żółw 🐢",
+    "x" * 100,
+]
+SEPARATORS = ["\x1f", "a\x1eb", "\x1e"]
+
+
+@pytest.mark.parametrize(
+    "names, ages",
+    [
+        (AWKWARD, [None, 0, -5, 2**62, -(2**63), 2**63 - 1, None, 7]),
+        (AWKWARD[:5] + SEPARATORS, [1, None, 3, 4, 5, 6, 7, 8]),
+        ([""], [None]),
+        (["", ""], [None, None]),
+    ],
+    ids=["text form", "separators in values", "one row", "all empty or None"],
+)
+async def test_batch_values_come_back_as_they_went_in(make_pool, unique, names, ages):
+    User = make_user(unique("users"))
+    table = entity_info(User).table_name
+    pool = await make_pool(User)
+    sent = [
+        User(name=n, email=f"e{k}@example.com", age=a)
+        for k, (n, a) in enumerate(zip(names, ages, strict=True))
+    ]
+    async with pool.session("alice") as s:
+        made = await User.insert_batch(s, sent)
+        got = {u.id: (u.name, u.email, u.age) for u in await User.find_all(s)}
+    assert got == {u.id: (u.name, u.email, u.age) for u in made}
+    assert sorted(got.values(), key=repr) == sorted(
+        [(n, f"e{k}@example.com", a) for k, (n, a) in enumerate(zip(names, ages, strict=True))],
+        key=repr,
+    )
+    changes = {int(r.record_id): r.changes for r in await pool.audit_log(table=table)}
+    assert changes == {
+        u.id: {"id": u.id, "name": u.name, "email": u.email, "age": u.age} for u in made
+    }
+
+
+async def test_an_int_out_of_range_in_a_batch_writes_nothing(make_pool, unique):
+    User = make_user(unique("users"))
+    table = entity_info(User).table_name
+    pool = await make_pool(User)
+    async with pool.session("alice") as s:
+        with pytest.raises(DatabaseError):
+            await User.insert_batch(
+                s, [User(name="a", email="a@x.org", age=2**63), User(name="b", email="b@x.org")]
+            )
+        assert await User.count(s) == 0
+    assert [r.outcome for r in await pool.audit_log(table=table)] == ["error"]
