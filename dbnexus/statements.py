@@ -363,14 +363,15 @@ class PgBatchInsert:
     The rows arrive as one array per column (``unnest``), so the statement and
     its parameter count do not grow with the batch; each audit row's
     ``changes`` is rendered by the database like ``jsonable`` renders it.
-    Parameters: the column arrays, then ts, user_id, domain, table_name, tags.
+    Parameters: one per column, then ts, user_id, domain, table_name, tags.
     Returns one row: the rows' keys as an ascending array.
 
     A str or int column with no bind processor goes, when it can, as one text
-    parameter that the database splits (``string_to_array``): asyncpg spends about
-    a third of a microsecond per element encoding an array, and joining costs a
-    C loop. :meth:`bind` falls back to arrays for a chunk that cannot go that way
-    (one row, a value of another type, a str holding ``\x1f`` or ``\x1e``).
+    parameter that the database splits into the array (``string_to_array``):
+    asyncpg spends about a third of a microsecond per element encoding an array,
+    and joining costs a C loop. :meth:`bind` falls back to arrays for a chunk that
+    cannot go that way (one row, a value of another type, a str holding ``\\x1f``
+    or ``\\x1e``).
     """
 
     __slots__ = ("idx", "joiners", "procs", "sql", "text_sql")
